@@ -1,0 +1,95 @@
+"""The ``harmonic-jax`` command: a thin shell over the library."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+_DATA = "../shared/data/cvppp_a1"
+_SPLIT = "../shared/data/cvppp_a1_split.json"
+
+
+def _fit_guides(args: argparse.Namespace) -> None:
+    import jax
+    import numpy as np
+
+    from harmonic_jax import guides, search
+    from harmonic_jax.data import load_cvppp, load_split
+
+    names = load_split(args.split)[args.subset] if args.split else None
+    labels = [s.labels for s in load_cvppp(args.data, names)]
+    result = search.fit_guides(
+        labels, n=args.n, margin=args.margin, family=args.family, steps=args.steps,
+        pairs_per_step=args.pairs_per_step, images_per_step=args.images_per_step, lr=args.lr,
+        key=jax.random.PRNGKey(args.seed), frame=tuple(args.frame) if args.frame else None,
+    )
+    print(f"{len(labels)} images, {len(result.losses)} steps in {result.seconds:.1f} s: "
+          f"eq. 4 loss {result.loss:.4g}, collision rate {result.collision_rate:.4%} "
+          f"(L1 < margin {args.margin})")
+    if args.out:
+        guides.save_guides(
+            args.out, result.params, family=args.family, frame=list(result.frame),
+            margin=args.margin, n_images=len(labels), steps=len(result.losses),
+            seconds=round(result.seconds, 2), loss=result.loss,
+            collision_rate=result.collision_rate,
+            command="harmonic-jax " + shlex.join(args.argv),
+            data=f"{Path(args.data).name} {args.subset}" if args.split else Path(args.data).name,
+        )
+        print(f"saved {args.out}")
+    np.set_printoptions(precision=3, suppress=True)
+    print(np.asarray(result.params))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from harmonic_jax import demo
+
+    demo.run(data=args.data, split=args.split, guides_path=args.guides, out=args.out,
+             n_images=args.images)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harmonic-jax", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fit = sub.add_parser("fit-guides", help="guide search (eq. 4) on a CVPPP-layout folder")
+    fit.add_argument("--data", default=_DATA, help="folder with plantNNN_label.png files")
+    fit.add_argument("--split", default=_SPLIT, help="split JSON ('' for every plant)")
+    fit.add_argument("--subset", default="train")
+    fit.add_argument("--n", type=int, default=12)
+    fit.add_argument("--margin", type=float, default=0.5)
+    fit.add_argument("--family", default="sine")
+    fit.add_argument("--frame", type=int, nargs=2, metavar=("H", "W"))
+    fit.add_argument("--steps", type=int, default=2000)
+    fit.add_argument("--pairs-per-step", type=int, default=512)
+    fit.add_argument("--images-per-step", type=int, default=8)
+    fit.add_argument("--lr", type=float, default=0.05)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--out", help="write the parameters here (JSON)")
+    fit.set_defaults(func=_fit_guides)
+
+    demo = sub.add_parser("demo", help="the main job end to end on real data")
+    demo.add_argument("--data", default=_DATA)
+    demo.add_argument("--split", default=_SPLIT)
+    demo.add_argument("--guides", default="configs/guides/cvppp_a1.json")
+    demo.add_argument("--out", default="demo_out")
+    demo.add_argument("--images", type=int, default=4)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        args.func(args)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"harmonic-jax {args.command}: error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Guide functions: the fixed positional maps that define harmonic embeddings.
+
+A *guide family* turns a small parameter array into ``N`` maps over the pixel grid. The paper's
+family is the sine wave (eq. 3)::
+
+    f_i(x, y; psi_i) = sin(psi_i[0] * x / W + psi_i[1] * y / H + psi_i[2])
+
+with ``x`` the column and ``y`` the row, both in full-resolution pixels of a reference *frame* of
+``H x W`` pixels. Every map in harmonic_jax is a function of absolute frame coordinates, so a tile
+at ``offset=(oy, ox)`` of a large image sees exactly the values of the full image, and a decoder
+layer at stride ``s`` sees the values at ``(i * s, j * s)`` (the paper's ``f(x * dL, y * dL)``).
+
+Families are plain frozen dataclasses of pure functions, kept in a registry so that a family
+defined in user code works everywhere a built-in does::
+
+    def radial(params, height, width, *, stride=1, offset=(0, 0), frame=None): ...
+    register_family("radial", GuideFamily(init=..., maps=radial))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+from collections.abc import Callable, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+__all__ = [
+    "GuideFamily",
+    "coord",
+    "from_original",
+    "frame_coordinates",
+    "get_family",
+    "init_sine",
+    "list_families",
+    "load_guides",
+    "register_family",
+    "save_guides",
+    "sine",
+]
+
+Offset = tuple[ArrayLike, ArrayLike] | ArrayLike
+
+
+def frame_coordinates(
+    height: int,
+    width: int,
+    *,
+    stride: int = 1,
+    offset: Offset = (0, 0),
+    frame: tuple[int, int] | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Normalised frame coordinates of a (strided, offset) pixel grid.
+
+    Cell ``(i, j)`` of the output grid stands for the full-resolution pixel
+    ``(y, x) = (i * stride + offset[0], j * stride + offset[1])``.
+
+    Args:
+      height: full-resolution height of the region covered, in pixels.
+      width: full-resolution width of the region covered, in pixels.
+      stride: sampling stride ``s``; the grid has ``ceil(height / s) x ceil(width / s)`` cells.
+      offset: ``(oy, ox)`` position of the region's top-left pixel in the frame. May be traced,
+        so tiles at different offsets share one compilation.
+      frame: ``(H, W)`` of the reference frame; defaults to ``(height, width)``.
+
+    Returns:
+      ``(y / H, x / W)``, two ``(ceil(height / s), ceil(width / s))`` float32 arrays.
+    """
+    height, width, stride = _check_grid(height, width, stride)
+    frame_h, frame_w = (height, width) if frame is None else frame
+    if frame_h <= 0 or frame_w <= 0:
+        raise ValueError(f"frame must be two positive sizes (H, W), got {frame!r}")
+    offset = jnp.asarray(offset, jnp.float32)
+    if offset.shape != (2,):
+        raise ValueError(f"offset must be (oy, ox), got shape {offset.shape}")
+    rows = jnp.arange(math.ceil(height / stride), dtype=jnp.float32) * stride + offset[0]
+    cols = jnp.arange(math.ceil(width / stride), dtype=jnp.float32) * stride + offset[1]
+    y = jnp.broadcast_to((rows / frame_h)[:, None], (rows.shape[0], cols.shape[0]))
+    x = jnp.broadcast_to((cols / frame_w)[None, :], (rows.shape[0], cols.shape[0]))
+    return y, x
+
+
+def _check_grid(height, width, stride) -> tuple[int, int, int]:
+    for name, value in (("height", height), ("width", width), ("stride", stride)):
+        if not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(height), int(width), int(stride)
+
+
+def _check_params(params: ArrayLike, what: str = "params") -> jax.Array:
+    params = jnp.asarray(params)
+    if params.ndim != 2 or params.shape[1] != 3:
+        raise ValueError(f"{what} must have shape (N, 3), got {params.shape}")
+    if not jnp.issubdtype(params.dtype, jnp.floating):
+        params = params.astype(jnp.float32)
+    return params
+
+
+def sine(
+    params: ArrayLike,
+    height: int,
+    width: int,
+    *,
+    stride: int = 1,
+    offset: Offset = (0, 0),
+    frame: tuple[int, int] | None = None,
+) -> jax.Array:
+    """Sine guide maps, eq. 3 of the paper.
+
+    .. math::
+        f_i(x, y) = \\sin(\\psi_{i,0} x / W + \\psi_{i,1} y / H + \\psi_{i,2})
+
+    Args:
+      params: ``(N, 3)`` float; per guide the x frequency, the y frequency and the phase.
+      height, width, stride, offset, frame: the pixel grid, see :func:`frame_coordinates`.
+
+    Returns:
+      ``(ceil(height / stride), ceil(width / stride), N)`` float32.
+    """
+    params = _check_params(params).astype(jnp.float32)
+    y, x = frame_coordinates(height, width, stride=stride, offset=offset, frame=frame)
+    phase = x[..., None] * params[:, 0] + y[..., None] * params[:, 1] + params[:, 2]
+    return jnp.sin(phase)
+
+
+def init_sine(key: jax.Array, n: int, *, max_freq: float = 50.0) -> jax.Array:
+    """Random sine-guide parameters as in the paper: frequencies U(0, max_freq), phases U(0, 2 pi).
+
+    Args:
+      key: a PRNG key.
+      n: number of guides ``N``.
+      max_freq: upper bound of the uniform frequency distribution.
+
+    Returns:
+      ``(n, 3)`` float32 parameters for :func:`sine`.
+    """
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    k_freq, k_phase = jax.random.split(key)
+    freqs = jax.random.uniform(k_freq, (n, 2), jnp.float32, 0.0, max_freq)
+    phases = jax.random.uniform(k_phase, (n, 1), jnp.float32, 0.0, 2 * jnp.pi)
+    return jnp.concatenate([freqs, phases], axis=1)
+
+
+def from_original(sins: ArrayLike, height: int, width: int) -> jax.Array:
+    """Converts the PyTorch original's ``[alpha, beta, phi]`` guides to :func:`sine` parameters.
+
+    The original computes ``sin(alpha * row / (H - 1) + beta * col / (W - 1) + phi)``. For a
+    full-resolution ``height x width`` frame the same maps are given by
+    ``psi = [beta * W / (W - 1), alpha * H / (H - 1), phi]``.
+
+    Args:
+      sins: ``(N, 3)`` original parameters ``[alpha, beta, phi]``.
+      height: frame height ``H`` (> 1) the original parameters were used at.
+      width: frame width ``W`` (> 1).
+
+    Returns:
+      ``(N, 3)`` float32 parameters for :func:`sine` with ``frame=(height, width)``.
+    """
+    sins = np.asarray(sins, np.float64)
+    if sins.ndim != 2 or sins.shape[1] != 3:
+        raise ValueError(f"sins must have shape (N, 3), got {sins.shape}")
+    if height < 2 or width < 2:
+        raise ValueError(f"height and width must be >= 2, got {(height, width)}")
+    alpha, beta, phi = sins[:, 0], sins[:, 1], sins[:, 2]
+    params = np.stack([beta * width / (width - 1), alpha * height / (height - 1), phi], axis=1)
+    return jnp.asarray(params, jnp.float32)
+
+
+def coord(
+    params: ArrayLike | None,
+    height: int,
+    width: int,
+    *,
+    stride: int = 1,
+    offset: Offset = (0, 0),
+    frame: tuple[int, int] | None = None,
+) -> jax.Array:
+    """CoordConv's maps ``(x / W, y / H)``; ``params`` is ignored (the family has none).
+
+    Returns:
+      ``(ceil(height / stride), ceil(width / stride), 2)`` float32.
+    """
+    del params
+    y, x = frame_coordinates(height, width, stride=stride, offset=offset, frame=frame)
+    return jnp.stack([x, y], axis=-1)
+
+
+def _init_coord(key: jax.Array, n: int) -> jax.Array:
+    del key, n
+    return jnp.zeros((0, 3), jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuideFamily:
+    """A family of guide functions: two pure functions.
+
+    Attributes:
+      init: ``init(key, n) -> params``, a pytree of float arrays (``(n, 3)`` for the sine family).
+      maps: ``maps(params, height, width, *, stride, offset, frame) -> (h, w, N) float32`` with the
+        grid conventions of :func:`frame_coordinates`. It must be differentiable in ``params`` and
+        traceable with a traced ``offset``.
+      description: one line for listings.
+    """
+
+    init: Callable[[jax.Array, int], chex.ArrayTree]
+    maps: Callable[..., jax.Array]
+    description: str = ""
+
+
+_FAMILIES: dict[str, GuideFamily] = {}
+
+
+def register_family(name: str, family: GuideFamily, *, overwrite: bool = False) -> GuideFamily:
+    """Adds a guide family to the registry so every module can use it by name.
+
+    Args:
+      name: the name to use in ``family=`` arguments and configs.
+      family: the :class:`GuideFamily`.
+      overwrite: replace an existing family of the same name instead of raising.
+
+    Returns:
+      ``family``, so the call can be used as an expression.
+    """
+    if not isinstance(family, GuideFamily):
+        raise TypeError(f"family must be a GuideFamily, got {type(family).__name__}")
+    if name in _FAMILIES and not overwrite:
+        raise ValueError(f"guide family {name!r} is already registered; pass overwrite=True")
+    _FAMILIES[name] = family
+    return family
+
+
+def get_family(family: str | GuideFamily) -> GuideFamily:
+    """Looks a family up by name (a :class:`GuideFamily` passes through unchanged)."""
+    if isinstance(family, GuideFamily):
+        return family
+    try:
+        return _FAMILIES[family]
+    except KeyError:
+        raise ValueError(
+            f"unknown guide family {family!r}; registered: {sorted(_FAMILIES)}"
+        ) from None
+
+
+def list_families() -> Sequence[str]:
+    """Names of the registered families."""
+    return sorted(_FAMILIES)
+
+
+register_family(
+    "sine",
+    GuideFamily(init=init_sine, maps=sine, description="sin(a x/W + b y/H + c), eq. 3"),
+)
+register_family(
+    "coord",
+    GuideFamily(init=_init_coord, maps=coord, description="CoordConv (x/W, y/H), no parameters"),
+)
+
+
+def save_guides(path, params: ArrayLike, **meta) -> None:
+    """Writes guide parameters and their metadata (family, frame, margin, how they were made) as JSON.
+
+    Args:
+      path: output file.
+      params: the parameters (an ``(N, 3)`` array for the sine family).
+      **meta: JSON-serialisable facts; ``family`` and ``frame`` are expected by :func:`load_guides`.
+    """
+    record = dict(meta, params=np.asarray(params, np.float64).tolist())
+    pathlib.Path(path).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def load_guides(path) -> tuple[jax.Array, dict]:
+    """Reads a file written by :func:`save_guides`.
+
+    Returns:
+      ``(params, meta)``: float32 parameters and the other recorded fields (``family``, ``frame``...).
+
+    Raises:
+      FileNotFoundError: no such file. ValueError: not a guide file.
+    """
+    path = pathlib.Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"guide file {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"guide file {path} is not valid JSON: {err}") from None
+    if not isinstance(record, dict) or "params" not in record or "family" not in record:
+        raise ValueError(f"guide file {path} lacks 'params' or 'family'")
+    params = jnp.asarray(np.asarray(record.pop("params"), np.float32))
+    get_family(record["family"])
+    return params, record

@@ -1,0 +1,196 @@
+"""Instance-segmentation metrics: the paper's SBD and |DiC|, COCO AP, and IoU matching.
+
+Label images use 0 for background and positive ids for instances. Where instances overlap
+(BBBC010 worms), pass a ``(K, H, W)`` stack of boolean masks instead; :func:`coco_ap` and
+:func:`matching` accept both forms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from jax.typing import ArrayLike
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from scipy.optimize import linear_sum_assignment
+
+__all__ = ["best_dice", "coco_ap", "dic", "instance_masks", "iou_matrix", "matching", "sbd"]
+
+
+def _label_image(x: ArrayLike, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be an (H, W) label image, got shape {arr.shape}")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer ids, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{name} has negative ids; 0 is background")
+    return arr
+
+
+def instance_masks(x: ArrayLike, name: str = "labels") -> np.ndarray:
+    """``(K, H, W)`` bool masks from a label image (sorted ids) or a stack of masks."""
+    arr = np.asarray(x)
+    if arr.ndim == 3:
+        if arr.dtype != bool and not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{name}: a (K, H, W) stack must hold binary masks")
+        return arr.astype(bool)
+    arr = _label_image(arr, name)
+    ids = np.unique(arr[arr > 0])
+    return arr[None] == ids[:, None, None]
+
+
+def _overlaps(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Intersections ``(P, G)`` and areas of two mask stacks (flattened matmul)."""
+    pixels = int(np.prod(pred.shape[1:]))
+    p = pred.reshape(len(pred), pixels).astype(np.float32)
+    g = gt.reshape(len(gt), pixels).astype(np.float32)
+    return p @ g.T, p.sum(axis=1), g.sum(axis=1)
+
+
+def best_dice(a: ArrayLike, b: ArrayLike) -> float:
+    """Mean over the instances of ``a`` of their best Dice with an instance of ``b``.
+
+    .. math:: BD(A, B) = \\frac{1}{M} \\sum_i \\max_j \\frac{2 |A_i \\cap B_j|}{|A_i| + |B_j|}
+
+    Returns:
+      A float in [0, 1]; 0.0 when ``a`` has instances and ``b`` none, 1.0 when ``a`` has none.
+    """
+    ma, mb = instance_masks(a, "a"), instance_masks(b, "b")
+    if len(ma) == 0:
+        return 1.0
+    if len(mb) == 0:
+        return 0.0
+    inter, area_a, area_b = _overlaps(ma, mb)
+    dice = 2.0 * inter / (area_a[:, None] + area_b[None, :])
+    return float(dice.max(axis=1).mean())
+
+
+def sbd(pred: ArrayLike, gt: ArrayLike) -> float:
+    """Symmetric best Dice, the CVPPP challenge's score: ``min(BD(pred, gt), BD(gt, pred))``.
+
+    Args:
+      pred, gt: ``(H, W)`` integer label images (0 = background) of the same shape.
+
+    Returns:
+      A float in [0, 1]; 1.0 when both are empty, 0.0 when exactly one is.
+    """
+    pred, gt = _label_image(pred, "pred"), _label_image(gt, "gt")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred shape {pred.shape} does not match gt shape {gt.shape}")
+    return min(best_dice(pred, gt), best_dice(gt, pred))
+
+
+def dic(pred: ArrayLike, gt: ArrayLike) -> int:
+    """Difference in count: instances in ``pred`` minus instances in ``gt`` (|DiC| = abs)."""
+    pred, gt = _label_image(pred, "pred"), _label_image(gt, "gt")
+    return int(np.unique(pred[pred > 0]).size) - int(np.unique(gt[gt > 0]).size)
+
+
+def iou_matrix(pred: ArrayLike, gt: ArrayLike) -> np.ndarray:
+    """``(P, G)`` float IoU between every predicted and every ground-truth instance."""
+    mp, mg = instance_masks(pred, "pred"), instance_masks(gt, "gt")
+    if mp.shape[1:] != mg.shape[1:]:
+        raise ValueError(f"pred size {mp.shape[1:]} does not match gt size {mg.shape[1:]}")
+    inter, area_p, area_g = _overlaps(mp, mg)
+    union = area_p[:, None] + area_g[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def matching(pred: ArrayLike, gt: ArrayLike, *, iou: float = 0.5) -> dict:
+    """One-to-one matching of instances at an IoU threshold (as StarDist and Cellpose report).
+
+    Pairs are matched by maximum total IoU (Hungarian algorithm) among pairs with IoU >= ``iou``.
+
+    Returns:
+      ``tp``, ``fp``, ``fn`` (ints), ``precision``, ``recall``, ``f1`` and ``mean_matched_iou``
+      (floats; precision, recall and f1 are 1.0 when there is nothing to find and nothing found,
+      ``mean_matched_iou`` is 0.0 without matches).
+    """
+    if not 0 < iou <= 1:
+        raise ValueError(f"iou must be in (0, 1], got {iou}")
+    scores = iou_matrix(pred, gt)
+    n_pred, n_gt = scores.shape
+    matched = np.zeros(0)
+    if n_pred and n_gt:
+        eligible = np.where(scores >= iou, scores, 0.0)
+        rows, cols = linear_sum_assignment(eligible, maximize=True)
+        matched = scores[rows, cols][eligible[rows, cols] > 0]
+    tp = int(matched.size)
+    fp, fn = n_pred - tp, n_gt - tp
+    precision = tp / n_pred if n_pred else 1.0 if not n_gt else 0.0
+    recall = tp / n_gt if n_gt else 1.0 if not n_pred else 0.0
+    f1 = 2 * tp / (n_pred + n_gt) if n_pred + n_gt else 1.0
+    return dict(
+        tp=tp, fp=fp, fn=fn, precision=float(precision), recall=float(recall), f1=float(f1),
+        mean_matched_iou=float(matched.mean()) if tp else 0.0,
+    )
+
+
+def _encode(masks: np.ndarray) -> list[dict]:
+    return mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+
+
+def coco_ap(
+    preds: Sequence[ArrayLike],
+    gts: Sequence[ArrayLike],
+    *,
+    scores: Sequence[ArrayLike] | None = None,
+) -> dict:
+    """COCO mask AP through pycocotools (the paper's C. elegans protocol).
+
+    Args:
+      preds: per image, an ``(H, W)`` label image or a ``(K, H, W)`` mask stack.
+      gts: per image, the ground truth in the same forms.
+      scores: per image, ``(K,)`` confidence of each predicted instance (in the order of
+        :func:`instance_masks`); all 1.0 when omitted.
+
+    Returns:
+      ``AP``, ``AP50``, ``AP75``, ``APS``, ``APM``, ``APL`` as floats in [0, 1]; a size range with no
+      ground truth gives -1.0 as in pycocotools. As in COCO, at most the 100 highest-scoring
+      predictions per image are scored.
+    """
+    if len(preds) != len(gts):
+        raise ValueError(f"preds has {len(preds)} images but gts has {len(gts)}")
+    images, annotations, detections = [], [], []
+    for i, (pred, gt) in enumerate(zip(preds, gts)):
+        mp, mg = instance_masks(pred, f"preds[{i}]"), instance_masks(gt, f"gts[{i}]")
+        if mp.shape[1:] != mg.shape[1:]:
+            raise ValueError(f"preds[{i}] size {mp.shape[1:]} does not match gts[{i}]")
+        height, width = mg.shape[1:]
+        images.append(dict(id=i + 1, height=int(height), width=int(width)))
+        image_scores = np.ones(len(mp)) if scores is None else np.asarray(scores[i], float)
+        if image_scores.shape != (len(mp),):
+            raise ValueError(f"scores[{i}] must have shape ({len(mp)},)")
+        for rle, area, box in zip(_encode(mg), *_area_box(mg)):
+            annotations.append(dict(
+                id=len(annotations) + 1, image_id=i + 1, category_id=1, segmentation=rle,
+                area=area, bbox=box, iscrowd=0,
+            ))
+        for rle, score in zip(_encode(mp), image_scores):
+            detections.append(dict(image_id=i + 1, category_id=1, segmentation=rle,
+                                   score=float(score)))
+    gt_coco = COCO()
+    gt_coco.dataset = dict(images=images, annotations=annotations,
+                           categories=[dict(id=1, name="instance")])
+    gt_coco.createIndex()
+    keys = ("AP", "AP50", "AP75", "APS", "APM", "APL")
+    if not detections:
+        return {k: (0.0 if annotations else -1.0) for k in keys}
+    dt_coco = gt_coco.loadRes(detections)
+    evaluator = COCOeval(gt_coco, dt_coco, iouType="segm")
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {k: float(v) for k, v in zip(keys, evaluator.stats[:6])}
+
+
+def _area_box(masks: np.ndarray) -> tuple[list[float], list[list[float]]]:
+    rles = _encode(masks)
+    return ([float(a) for a in mask_utils.area(rles)],
+            [list(map(float, b)) for b in mask_utils.toBbox(rles)])

@@ -1,0 +1,56 @@
+"""Shared test set-up: 8 CPU devices, strict dtype promotion, real CVPPP images."""
+
+import os
+
+# Must happen before JAX initialises its backends.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CVPPP = DATA / "cvppp_a1"
+SPLIT = DATA / "cvppp_a1_split.json"
+
+
+def pytest_report_header(config):
+    return f"jax {jax.__version__}, devices: {jax.device_count()}, data: {CVPPP}"
+
+
+@pytest.fixture(scope="session")
+def cvppp_dir() -> Path:
+    if not CVPPP.is_dir():
+        pytest.fail(f"the real CVPPP A1 data is expected at {CVPPP} (see ../shared/data/README.md)")
+    return CVPPP
+
+
+@pytest.fixture(scope="session")
+def cvppp_samples(cvppp_dir):
+    """Four real CVPPP A1 plants of the training split, read once per session."""
+    from harmonic_jax.data import load_cvppp, load_split
+
+    names = load_split(SPLIT)["train"][:4]
+    return load_cvppp(cvppp_dir, names)
+
+
+@pytest.fixture(scope="session")
+def cvppp_train_labels(cvppp_dir):
+    """Label images of the whole CVPPP A1 training split."""
+    from harmonic_jax.data import load_cvppp, load_split
+
+    return [s.labels for s in load_cvppp(cvppp_dir, load_split(SPLIT)["train"])]
+
+
+@pytest.fixture(scope="session")
+def cvppp_guides():
+    """The fitted CVPPP guide parameters shipped in configs/."""
+    from harmonic_jax.guides import load_guides
+
+    return load_guides(Path(__file__).resolve().parents[1] / "configs/guides/cvppp_a1.json")

@@ -1,0 +1,106 @@
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from harmonic_jax import guides
+from tests import references
+
+PUBLISHED_CVPPP = [
+    [-24.22295570373535, 0.0, 0.4452361464500427], [-14.779047012329102, 0.0, 1.2561423778533936],
+    [-16.399198532104492, 0.0, -0.3734317719936371], [18.362571716308594, 0.0, 0.7659217715263367],
+    [-0.6603534817695618, 0.0, 0.24005144834518433], [-33.7341423034668, 0.0, -0.4350433051586151],
+    [0.0, 4.286965370178223, 0.8109257817268372], [0.0, -19.908288955688477, 0.614355206489563],
+    [0.0, 22.987812042236328, 0.28104516863822937], [0.0, 7.108828067779541, 0.4827950894832611],
+    [0.0, 23.66850471496582, 0.21264752745628357], [0.0, -22.332250595092773, 1.0007625818252563],
+]
+
+
+class SineTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_matches_float64_reference(self):
+        params = guides.init_sine(jax.random.PRNGKey(0), 5)
+        for stride, offset, frame in [(1, (0, 0), None), (2, (3, 5), (20, 30)), (4, (1, 0), None)]:
+            fn = self.variant(
+                lambda p, o, s=stride, f=frame: guides.sine(p, 13, 17, stride=s, offset=o, frame=f)
+            )
+            got = fn(params, jnp.asarray(offset, jnp.float32))
+            want = references.sine_maps(params, 13, 17, stride, offset, frame)
+            chex.assert_shape(got, (math.ceil(13 / stride), math.ceil(17 / stride), 5))
+            chex.assert_type(got, jnp.float32)
+            np.testing.assert_allclose(got, want, atol=2e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_tile_sees_the_full_image_values(self):
+        params = guides.init_sine(jax.random.PRNGKey(1), 4)
+        full = guides.sine(params, 40, 48, frame=(40, 48))
+        tile = self.variant(lambda o: guides.sine(params, 16, 20, offset=o, frame=(40, 48)))(
+            jnp.asarray([8, 12], jnp.float32)
+        )
+        np.testing.assert_allclose(tile, full[8:24, 12:32], atol=1e-5)
+        # A stride-4 decoder map holds the full-resolution values at every fourth pixel.
+        coarse = guides.sine(params, 40, 48, stride=4, frame=(40, 48))
+        np.testing.assert_allclose(coarse, full[::4, ::4], atol=1e-5)
+
+
+def test_first_column_is_x():
+    params = jnp.asarray([[math.pi / 2, 0.0, 0.0]], jnp.float32)  # sin(pi/2 * x / W)
+    maps = guides.sine(params, 3, 4)
+    np.testing.assert_allclose(maps[0, :, 0], np.sin(np.pi / 2 * np.arange(4) / 4), atol=1e-6)
+    np.testing.assert_allclose(maps[:, 0, 0], 0.0, atol=1e-6)
+
+
+def test_from_original_reproduces_the_original_maps():
+    for height, width in [(448, 448), (530, 500)]:
+        ours = guides.sine(guides.from_original(PUBLISHED_CVPPP, height, width), height, width)
+        want = references.original_maps(PUBLISHED_CVPPP, height, width)
+        np.testing.assert_allclose(ours, want, atol=1e-5)
+
+
+def test_init_sine_ranges():
+    params = np.asarray(guides.init_sine(jax.random.PRNGKey(3), 4000, max_freq=50.0))
+    assert params.shape == (4000, 3) and params.dtype == np.float32
+    assert 0 <= params[:, :2].min() and params[:, :2].max() <= 50
+    assert 0 <= params[:, 2].min() and params[:, 2].max() <= 2 * np.pi
+    assert abs(params[:, :2].mean() - 25) < 1.0  # uniform, not clustered at a bound
+
+
+def test_coord_family_is_coordconv():
+    maps = guides.get_family("coord").maps(None, 6, 8, stride=2, offset=(0, 0), frame=None)
+    chex.assert_shape(maps, (3, 4, 2))
+    np.testing.assert_allclose(maps[..., 0], np.tile(np.arange(0, 8, 2) / 8, (3, 1)))
+    np.testing.assert_allclose(maps[..., 1], np.tile((np.arange(0, 6, 2) / 6)[:, None], (1, 4)))
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 2)), np.zeros(3), np.zeros((2, 3, 1))])
+def test_bad_params_shape(bad):
+    with pytest.raises(ValueError, match=r"params must have shape \(N, 3\)"):
+        guides.sine(bad, 4, 4)
+
+
+def test_bad_grid_and_registry_errors():
+    params = guides.init_sine(jax.random.PRNGKey(0), 2)
+    with pytest.raises(ValueError, match="stride must be a positive int"):
+        guides.sine(params, 4, 4, stride=0)
+    with pytest.raises(ValueError, match="unknown guide family 'nope'"):
+        guides.get_family("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        guides.register_family("sine", guides.get_family("sine"))
+    with pytest.raises(ValueError, match=r"sins must have shape \(N, 3\)"):
+        guides.from_original(np.zeros((3, 2)), 10, 10)
+
+
+def test_save_and_load_guides(tmp_path):
+    params = guides.init_sine(jax.random.PRNGKey(0), 3)
+    guides.save_guides(tmp_path / "g.json", params, family="sine", frame=[10, 12])
+    loaded, meta = guides.load_guides(tmp_path / "g.json")
+    np.testing.assert_allclose(loaded, params)
+    assert meta == {"family": "sine", "frame": [10, 12]}
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        guides.load_guides(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        guides.load_guides(tmp_path / "missing.json")
