@@ -9,15 +9,15 @@ on another's position follows the same path, so the two are merged), and for mor
 its nearest mode.
 
 Harmonic embeddings are periodic, so two far-apart objects can share one embedding: every
-cluster is finally split into its connected components.
+cluster is finally split into its spatially separate parts (:func:`split_components`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from jax.typing import ArrayLike
-from skimage.measure import label as connected_components
-from skimage.segmentation import relabel_sequential
+from scipy.ndimage import distance_transform_edt, find_objects
+from scipy.ndimage import label as ndimage_label
 
 __all__ = ["mean_shift", "mean_shift_modes", "split_components"]
 
@@ -107,23 +107,74 @@ def _nearest(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return out
 
 
-def split_components(labels: np.ndarray, *, min_size: int = 0) -> np.ndarray:
-    """Splits each label into 4-connected components, drops those under ``min_size`` pixels.
+def _regroup(labels: np.ndarray, *, min_size: int, radius: float) -> np.ndarray:
+    """Per label: parts = 8-connected components of the label grown by ``radius``, restricted to
+    the label's pixels; parts under ``min_size`` pixels dropped. Returns ids 1..K."""
+    out = np.zeros(labels.shape, np.int32)
+    pad = int(np.ceil(radius)) + 1
+    next_id = 1
+    for index, box in enumerate(find_objects(labels), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(s.start - pad, 0), s.stop + pad) for s in box)
+        mask = labels[box] == index
+        grown = mask if radius <= 0 else distance_transform_edt(~mask) <= radius
+        parts, count = ndimage_label(grown, structure=np.ones((3, 3), bool))
+        parts = np.where(mask, parts, 0)
+        keep = np.bincount(parts.ravel(), minlength=count + 1) >= max(min_size, 1)
+        keep[0] = False
+        new_ids = np.zeros(count + 1, np.int32)
+        new_ids[keep] = np.arange(next_id, next_id + keep.sum())
+        next_id += int(keep.sum())
+        out[box][mask] = new_ids[parts[mask]]
+    return out
+
+
+def _fill_from_nearest(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Gives unlabelled pixels inside ``mask`` the label of the nearest labelled pixel."""
+    holes = mask & (labels == 0)
+    if not holes.any() or not labels.any():
+        return labels
+    _, (rows, cols) = distance_transform_edt(labels == 0, return_indices=True)
+    out = labels.copy()
+    out[holes] = labels[rows[holes], cols[holes]]
+    return out
+
+
+def split_components(
+    labels: np.ndarray,
+    *,
+    min_size: int = 0,
+    max_gap: float = 0.0,
+    fill_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Splits each label into its spatially separate parts.
+
+    1. Each label is cut into 8-connected components; components under ``min_size`` pixels are
+       dropped (with ``fill_mask``, their pixels inside the mask join the nearest kept component).
+    2. Components of one label closer than ``max_gap`` pixels are joined again, so an object cut
+       in two by an occluder (a leaf under another leaf) stays whole, while far-apart twins
+       (periodic embeddings) stay apart.
 
     Args:
       labels: ``(H, W)`` int, 0 = background.
       min_size: smallest component kept, in pixels.
+      max_gap: largest gap, in pixels, bridged between components of one label (0: none).
+      fill_mask: ``(H, W)`` bool; pixels of dropped components inside it are reassigned.
 
     Returns:
-      ``(H, W)`` int32, components numbered 1..K in raster order of their first pixel.
+      ``(H, W)`` int32, parts numbered 1..K.
     """
-    parts = connected_components(labels, background=0, connectivity=1)
-    if min_size > 1 and parts.max() > 0:
-        sizes = np.bincount(parts.ravel())
-        small = sizes < min_size
-        small[0] = False
-        parts[small[parts]] = 0
-    return relabel_sequential(parts)[0].astype(np.int32)
+    labels = np.asarray(labels)
+    parts = _regroup(labels, min_size=min_size, radius=0.0)
+    if fill_mask is not None:
+        parts = _fill_from_nearest(parts, fill_mask)
+    if max_gap <= 0 or parts.max() == 0:
+        return parts
+    owner = np.zeros(parts.max() + 1, labels.dtype)
+    owner[parts[labels > 0]] = labels[labels > 0]
+    # Filled pixels carry their new part's owner, so regrouping by owner keeps them.
+    return _regroup(np.where(parts > 0, owner[parts], 0), min_size=0, radius=max_gap / 2.0)
 
 
 def mean_shift(
@@ -132,6 +183,8 @@ def mean_shift(
     bandwidth: float = 0.5,
     mask: ArrayLike | None = None,
     min_size: int = 0,
+    max_gap: float = 0.0,
+    fill: bool = True,
     max_samples: int = 4096,
     seed: int = 0,
 ) -> np.ndarray:
@@ -141,15 +194,19 @@ def mean_shift(
       embeddings: ``(H, W, N)`` float predicted embeddings.
       bandwidth: mean-shift kernel radius (L2), > 0; the paper uses the margin, 0.5.
       mask: ``(H, W)`` bool foreground; pixels outside are background. ``None``: all pixels.
-      min_size: connected components smaller than this many pixels become background (0).
+      min_size: parts smaller than this many pixels are dropped as instances.
+      max_gap: parts of one cluster closer than this (pixels) stay one instance; 0 splits every
+        cluster into its 8-connected components. See :func:`split_components`.
+      fill: pixels of dropped parts inside ``mask`` join the nearest kept instance (otherwise
+        they become background).
       max_samples: modes are searched on at most this many pixels (a fixed random subsample);
         every pixel in ``mask`` is then assigned to its nearest mode. Exact sklearn clustering
         when the mask holds no more pixels than this.
       seed: seed of the subsample.
 
     Returns:
-      ``(H, W)`` int32: 0 = background or unassigned, 1..K instances (connected). An empty mask
-      gives all zeros.
+      ``(H, W)`` int32: 0 = background (or, with ``fill=False``, dropped), 1..K instances. An
+      empty mask gives all zeros.
     """
     emb = np.asarray(embeddings)
     if emb.ndim != 3:
@@ -177,4 +234,5 @@ def mean_shift(
         sample = points[np.sort(rng.choice(len(points), max_samples, replace=False))]
     centers = mean_shift_modes(sample, float(bandwidth))
     out[mask] = _nearest(points, centers) + 1
-    return split_components(out, min_size=min_size)
+    return split_components(out, min_size=min_size, max_gap=max_gap,
+                            fill_mask=mask if fill else None)

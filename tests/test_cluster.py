@@ -42,9 +42,24 @@ def test_min_size_drops_small_components():
     emb = np.zeros((10, 10, 2), np.float32)
     emb[:, :5] = [1.0, 0.0]
     emb[0, 9] = [1.0, 0.0]  # a single stray pixel of the first cluster
-    labels = cluster.mean_shift(emb, min_size=2)
-    assert labels[0, 9] == 0 and labels.max() == 2
-    assert cluster.mean_shift(emb, min_size=0)[0, 9] > 0
+    dropped = cluster.mean_shift(emb, min_size=2, fill=False)
+    assert dropped[0, 9] == 0 and dropped.max() == 2
+    filled = cluster.mean_shift(emb, min_size=2)  # the stray pixel joins its neighbour
+    assert filled[0, 9] == filled[0, 8] and filled.max() == 2
+    assert cluster.mean_shift(emb, min_size=0).max() == 3
+
+
+def test_split_components_bridges_small_gaps():
+    labels = np.zeros((12, 40), np.int32)
+    labels[2:8, 2:10] = 4
+    labels[2:8, 14:20] = 4  # 4 px from the first part: one occluded object
+    labels[2:8, 34:38] = 4  # 14 px further: a periodic twin
+    labels[9:11, 2:4] = 9
+    parts = cluster.split_components(labels, max_gap=6)
+    assert parts[4, 4] == parts[4, 16] != parts[4, 35]
+    assert parts.max() == 3 and parts[10, 3] == 3
+    assert cluster.split_components(labels).max() == 4  # 8-connected components
+    assert cluster.split_components(labels, min_size=30).max() == 2  # 48 and 36 px kept
 
 
 def test_empty_mask_and_bad_input():
