@@ -44,6 +44,19 @@ def _fit_guides(args: argparse.Namespace) -> None:
     print(np.asarray(result.params))
 
 
+def _train(args: argparse.Namespace) -> None:
+    from harmonic_jax.config import load_config
+    from harmonic_jax.fit import config_summary, fit
+
+    config = load_config(args.config, args.set)
+    print(f"training {config.name}: {config_summary(config)}")
+    result = fit(config)
+    val = result["val"]
+    print(f"{config.name}: step {result['step']} in {result['seconds']:.0f} s"
+          + (f", validation SBD {val['sbd']:.4f}, |DiC| {val['abs_dic']:.2f}" if val else "")
+          + f"; run folder {result['workdir']}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from harmonic_jax import demo
 
@@ -70,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--out", help="write the parameters here (JSON)")
     fit.set_defaults(func=_fit_guides)
+
+    train = sub.add_parser("train", help="train the network (resumes a killed run)")
+    train.add_argument("--config", required=True, help="configs/<name>.py")
+    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="override config fields, e.g. steps=100 workdir=runs/x")
+    train.set_defaults(func=_train)
 
     demo = sub.add_parser("demo", help="the main job end to end on real data")
     demo.add_argument("--data", default=_DATA)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["Sample", "load_cvppp", "load_split"]
+__all__ = ["Sample", "load_cvppp", "load_split", "resize_sample"]
 
 _LAYOUT = "plantNNN_rgb.png, plantNNN_label.png and plantNNN_fg.png per plant"
 
@@ -102,3 +102,13 @@ def load_split(path: str | Path) -> dict[str, list[str]]:
     ):
         raise ValueError(f"split file {path} must map split names to lists of sample names")
     return split
+
+
+def resize_sample(sample: Sample, factor: float) -> Sample:
+    """Resamples a sample by ``factor`` (bilinear image, nearest-neighbour labels and mask)."""
+    height, width = sample.labels.shape
+    size = (max(round(width * factor), 1), max(round(height * factor), 1))
+    image = np.array(Image.fromarray(sample.image).resize(size, Image.BILINEAR))
+    labels = np.array(Image.fromarray(sample.labels.astype(np.int32)).resize(size, Image.NEAREST))
+    fg = np.array(Image.fromarray(sample.fg).resize(size, Image.NEAREST))
+    return Sample(sample.name, image, labels.astype(np.int32), fg.astype(bool))

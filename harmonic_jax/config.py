@@ -1,0 +1,113 @@
+"""Training configuration: one frozen dataclass; ``configs/<name>.py`` files return one.
+
+As in flax's examples and big_vision, a config file is Python with ``get_config()``; overrides
+are ``key=value`` strings parsed to the field's type (``crop=256,256``, ``lr=1e-4``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["TrainConfig", "apply_overrides", "load_config"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs. Paths are relative to the working directory."""
+
+    name: str = "run"
+    # Data: a reader name (see harmonic_jax.data.READERS), its folder and a split file.
+    dataset: str = "cvppp"
+    data: str = "../shared/data/cvppp_a1"
+    split: str = "../shared/data/cvppp_a1_split.json"
+    train_subset: str = "train"
+    val_subset: str = "test"
+    train_limit: int | None = None  # use only the first k training images
+    val_limit: int | None = None
+    resize: float = 1.0  # resample every image (and the guide frame) by this factor at load time
+    # Guides (eq. 3-4): a file written by `harmonic-jax fit-guides`.
+    guides: str = "configs/guides/cvppp_a1.json"
+    # Network.
+    widths: tuple[int, ...] = (64, 128, 256, 512, 512)
+    sinconv: bool = True
+    sinconv_kernel: int = 7
+    fg_head: bool = False
+    # Optimisation (paper: Adam, lr 1e-5, 448 crops, scaling and flips).
+    lr: float = 1e-5
+    batch_size: int = 4
+    epochs: int = 500
+    steps: int | None = None  # overrides epochs when set
+    crop: tuple[int, int] = (448, 448)
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    flip: bool = True
+    max_instances: int = 32  # static bound per crop (CVPPP A1: at most 20 leaves)
+    instance_weighting: bool = False  # per-pixel weight 1 / log(instance area)
+    fg_loss_weight: float = 1.0
+    # Inference (paper: mean-shift with bandwidth = margin = 0.5).
+    bandwidth: float = 0.5
+    min_size: int = 20
+    max_gap: float = 0.0
+    # Book-keeping.
+    seed: int = 0
+    workdir: str = "runs/run"
+    log_every: int = 10
+    eval_every: int = 500
+    checkpoint_every: int = 100
+    keep_last: int = 3
+    data_parallel: bool = True  # split each batch over all local devices
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+
+def _parse(field: dataclasses.Field, text: str):
+    hint = typing.get_type_hints(TrainConfig)[field.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if args and typing.get_origin(hint) in (typing.Union, type(int | None)) else hint
+    if text.lower() in ("none", "null") and type(None) in typing.get_args(hint):
+        return None
+    if typing.get_origin(base) is tuple:
+        item = typing.get_args(base)[0]
+        return tuple(item(v) for v in text.split(","))
+    if base is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{field.name} must be true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    return base(text)
+
+
+def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    """Returns ``config`` with ``key=value`` overrides applied (values parsed to field types)."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    changes = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"override {item!r}: expected key=value with key one of "
+                             f"{sorted(fields)}")
+        try:
+            changes[key] = _parse(fields[key], value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"override {item!r}: {err}") from None
+    return dataclasses.replace(config, **changes)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Loads ``get_config()`` from a config file and applies overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"harmonic_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {path} defines no get_config()")
+    config = module.get_config()
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"{path}: get_config() must return a TrainConfig")
+    return apply_overrides(config, overrides)

@@ -1,0 +1,201 @@
+"""The network: a U-Net whose decoder convolutions see the guide maps (SinConv).
+
+The default :class:`UNet` reproduces the architecture of the PyTorch original's released weights
+(METHOD.md section B): encoder widths 64-128-256-512-512 of (3x3 conv, BatchNorm, ReLU) x 2 with
+2x max-pooling; each decoder block upsamples bilinearly (align_corners=True), zero-pads to the
+skip's size, concatenates ``[skip, upsampled]``, appends the guide maps at the block's stride and
+convolves 7x7 (the SinConv), then applies the double conv; a last SinConv and a 1x1 convolution
+give ``N`` linear outputs. 28,837,260 trainable parameters for RGB input and N = 12.
+
+Guide parameters are inputs, not trained weights: ``model.apply(variables, images,
+guide_params=..., offset=...)``. ``offset`` gives each image's top-left pixel in the guide frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from harmonic_jax.guides import get_family
+
+__all__ = ["SinConv", "UNet", "compact_unet", "count_params", "upsample_bilinear"]
+
+
+def _interpolation_matrix(n: int, factor: int) -> np.ndarray:
+    """``(factor * n, n)`` linear-interpolation weights with aligned corners."""
+    out = n * factor
+    pos = np.linspace(0.0, n - 1.0, out)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = pos - lo
+    matrix = np.zeros((out, n), np.float32)
+    matrix[np.arange(out), lo] += 1 - frac
+    matrix[np.arange(out), hi] += frac
+    return matrix
+
+
+def upsample_bilinear(x: jax.Array, factor: int = 2) -> jax.Array:
+    """Bilinear upsampling with ``align_corners=True`` (PyTorch's convention in the original).
+
+    Computed as two small matrix products (fast forward and backward on every backend).
+
+    Args:
+      x: ``(B, h, w, C)``.
+
+    Returns:
+      ``(B, factor * h, factor * w, C)``; corner pixels keep their values exactly.
+    """
+    rows = jnp.asarray(_interpolation_matrix(x.shape[1], factor), x.dtype)
+    cols = jnp.asarray(_interpolation_matrix(x.shape[2], factor), x.dtype)
+    return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
+
+
+class SinConv(nn.Module):
+    """Convolution of the input concatenated with guide maps (CoordConv with the "coord" family).
+
+    Attributes:
+      features: output channels.
+      kernel_size: square kernel size (7 in the paper's network).
+      stride: the input's stride relative to the full-resolution image.
+      family: guide family name.
+      frame: reference frame ``(H, W)`` of the guides; ``None``: the full-resolution input size.
+      dtype: computation dtype.
+    """
+
+    features: int
+    kernel_size: int = 7
+    stride: int = 1
+    family: str = "sine"
+    frame: tuple[int, int] | None = None
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, guide_params, offset, full_size):
+        """x: ``(B, h, w, C)``; offset: ``(B, 2)``; full_size: static full-res ``(H, W)``."""
+        fam = get_family(self.family)
+        height, width = full_size
+
+        def maps_at(o):
+            return fam.maps(guide_params, height, width, stride=self.stride, offset=o,
+                            frame=self.frame)
+
+        maps = jax.vmap(maps_at)(jnp.asarray(offset, jnp.float32))
+        maps = jax.lax.stop_gradient(maps[:, : x.shape[1], : x.shape[2]]).astype(x.dtype)
+        x = jnp.concatenate([x, maps], axis=-1)
+        pad = self.kernel_size // 2
+        return nn.Conv(self.features, (self.kernel_size,) * 2, padding=pad, dtype=self.dtype)(x)
+
+
+class DoubleConv(nn.Module):
+    """(3x3 conv -> BatchNorm -> ReLU) x 2."""
+
+    features: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        for _ in range(2):
+            x = nn.Conv(self.features, (3, 3), padding=1, dtype=self.dtype)(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                             dtype=self.dtype)(x)
+            x = nn.relu(x)
+        return x
+
+
+class UNet(nn.Module):
+    """U-Net regressing ``N`` embedding channels (plus an optional foreground logit).
+
+    Attributes:
+      widths: encoder widths; ``len(widths) - 1`` down-sampling steps.
+      out_channels: embedding size ``N``.
+      sinconv: append guide maps in the decoder (``False``: the paper's ablation, plain 7x7 convs).
+      family: guide family of the SinConv layers.
+      frame: guide reference frame ``(H, W)``; ``None``: the input size.
+      sinconv_kernel: kernel size of the SinConv layers.
+      fg_head: add a 1x1 foreground-logit head.
+      dtype: computation dtype (``jnp.bfloat16`` on GPU); parameters stay float32.
+    """
+
+    widths: Sequence[int] = (64, 128, 256, 512, 512)
+    out_channels: int = 12
+    sinconv: bool = True
+    family: str = "sine"
+    frame: tuple[int, int] | None = None
+    sinconv_kernel: int = 7
+    fg_head: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: ArrayLike, *, guide_params=None, offset=None, train: bool = False):
+        """Predicts per-pixel embeddings.
+
+        Args:
+          images: ``(B, H, W, C)`` float, any ``H, W`` (padded to a multiple of
+            ``2 ** (len(widths) - 1)`` inside and cropped back).
+          guide_params: parameters of ``family`` (ignored with ``sinconv=False``).
+          offset: ``(B, 2)`` top-left pixel of each image in the guide frame; zeros when ``None``.
+          train: use batch statistics (and update ``batch_stats``).
+
+        Returns:
+          ``(B, H, W, out_channels)`` embeddings, and with ``fg_head`` a ``(B, H, W)`` logit
+          (as a tuple).
+        """
+        images = jnp.asarray(images)
+        if images.ndim != 4:
+            raise ValueError(f"images must be (B, H, W, C), got shape {images.shape}")
+        if self.sinconv and guide_params is None:
+            raise ValueError("guide_params is required when sinconv=True")
+        batch, height, width, _ = images.shape
+        depth = len(self.widths) - 1
+        multiple = 2**depth
+        pad_h, pad_w = -height % multiple, -width % multiple
+        x = jnp.pad(images.astype(self.dtype), ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+        full = (height + pad_h, width + pad_w)
+        offset = jnp.zeros((batch, 2), jnp.float32) if offset is None else offset
+
+        def sin_conv(x, features, stride):
+            if self.sinconv:
+                return SinConv(features, self.sinconv_kernel, stride, self.family, self.frame,
+                               self.dtype)(x, guide_params, offset, full)
+            k = self.sinconv_kernel
+            return nn.Conv(features, (k, k), padding=k // 2, dtype=self.dtype)(x)
+
+        skips = []
+        for level, features in enumerate(self.widths):
+            if level:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = DoubleConv(features, self.dtype)(x, train)
+            skips.append(x)
+        x = skips.pop()
+        for level in range(depth):
+            skip = skips.pop()
+            up = upsample_bilinear(x)
+            up = jnp.pad(up, ((0, 0), (0, skip.shape[1] - up.shape[1]),
+                              (0, skip.shape[2] - up.shape[2]), (0, 0)))
+            features = self.widths[max(depth - 2 - level, 0)]
+            x = sin_conv(jnp.concatenate([skip, up], axis=-1), features, 2 ** (depth - 1 - level))
+            x = DoubleConv(features, self.dtype)(x, train)
+        x = sin_conv(x, self.widths[0], 1)
+        emb = nn.Conv(self.out_channels, (1, 1), dtype=self.dtype)(x)
+        emb = emb[:, :height, :width].astype(jnp.float32)
+        if not self.fg_head:
+            return emb
+        logit = nn.Conv(1, (1, 1), dtype=self.dtype)(x)[:, :height, :width, 0]
+        return emb, logit.astype(jnp.float32)
+
+
+def compact_unet(**kwargs) -> UNet:
+    """A small U-Net for CPU work and tests: widths 16-32-64-64, 5x5 SinConv."""
+    kwargs.setdefault("widths", (16, 32, 64, 64))
+    kwargs.setdefault("sinconv_kernel", 5)
+    return UNet(**kwargs)
+
+
+def count_params(params) -> int:
+    """Number of scalars in a parameter pytree."""
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

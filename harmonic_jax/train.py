@@ -1,0 +1,213 @@
+"""Learning the embedding network: the L1 objective (eq. 5), the train state and a jitted,
+data-parallel train step.
+
+The step takes whole (padded) images and does everything numeric on the device: augmentation
+(:func:`~harmonic_jax.data.augment.random_view`), guide maps at each crop's offset, target
+embeddings, the forward and backward pass and the Adam update. Data parallelism is ``jax.jit``
+over a ``('data',)`` mesh: the batch is split along it with ``NamedSharding``, the state is
+replicated, and XLA inserts the gradient and BatchNorm reductions, so a step on 8 devices
+computes what one device computes for the same global batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import chex
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from harmonic_jax.data.augment import random_view
+from harmonic_jax.embedding import relabel, segment_embeddings
+from harmonic_jax.guides import get_family
+
+__all__ = [
+    "TrainState",
+    "create_state",
+    "data_mesh",
+    "embedding_loss",
+    "make_train_step",
+    "shard_batch",
+    "targets_for",
+]
+
+
+def embedding_loss(
+    pred: jax.Array,
+    target: jax.Array,
+    fg_mask: jax.Array | None = None,
+    weights: jax.Array | None = None,
+) -> jax.Array:
+    """Eq. 5: mean over foreground pixels of the L1 distance to the target embedding.
+
+    .. math:: L = \\frac{1}{|fg|} \\sum_{(x, y) \\in fg} w_{x,y} \\lVert E[x, y] - e(S(x, y)) \\rVert_1
+
+    Args:
+      pred, target: ``(..., H, W, N)`` float.
+      fg_mask: ``(..., H, W)`` bool; all pixels when ``None`` (datasets without a mask).
+      weights: optional ``(..., H, W)`` per-pixel weights (e.g. ``1 / log(area)``).
+
+    Returns:
+      Scalar float32; 0 when there is no foreground pixel.
+    """
+    chex.assert_equal_shape([pred, target])
+    l1 = jnp.sum(jnp.abs(pred.astype(jnp.float32) - target.astype(jnp.float32)), axis=-1)
+    mask = jnp.ones(l1.shape, jnp.float32) if fg_mask is None else fg_mask.astype(jnp.float32)
+    chex.assert_equal_shape([l1, mask])
+    weighted = mask if weights is None else mask * weights.astype(jnp.float32)
+    return jnp.sum(l1 * weighted) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def targets_for(guide_params, labels, offsets, *, family, frame, max_instances, weighting=False):
+    """Target embeddings of a batch of crops, and optional 1/log(area) pixel weights (jittable).
+
+    Args:
+      labels: ``(B, H, W)`` int32 crops; offsets: ``(B, 2)`` crop positions in the guide frame.
+
+    Returns:
+      ``targets (B, H, W, N)`` float32 (background 0) and ``weights (B, H, W)`` float32 (ones
+      without weighting).
+    """
+    fam = get_family(family)
+    _, height, width = labels.shape
+
+    def one(lab, off):
+        maps = fam.maps(guide_params, height, width, stride=1, offset=off, frame=frame)
+        dense, _ = relabel(lab, max_instances)
+        means, counts = segment_embeddings(maps, dense, max_instances)
+        means = jnp.concatenate([means, jnp.zeros((1, means.shape[1]), means.dtype)])
+        weight = 1.0 / jnp.log(jnp.maximum(counts, 3.0))
+        weight = jnp.concatenate([weight, jnp.zeros((1,), weight.dtype)])
+        return means[dense], weight[dense] if weighting else jnp.ones(lab.shape, jnp.float32)
+
+    return jax.vmap(one)(labels, offsets)
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training (a pytree; checkpointed whole).
+
+    Attributes:
+      step: int32 scalar.
+      params, batch_stats: the network's variables.
+      opt_state: optax state.
+      rng: PRNG key; the augmentation of step ``s`` uses ``fold_in(rng, s)``.
+      guide_params: the fixed guide parameters the network is trained for.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+    guide_params: Any
+
+
+def create_state(model: nn.Module, optimizer, guide_params, *, key, image_shape) -> TrainState:
+    """Initialises the network (jitted: an unjitted U-Net init takes ~10 s) and the optimiser.
+
+    Args:
+      image_shape: ``(H, W, C)`` of the training crops.
+    """
+    k_init, k_rng = jax.random.split(key)
+
+    @jax.jit
+    def init(k):
+        dummy = jnp.zeros((1, *image_shape), jnp.float32)
+        variables = model.init(k, dummy, guide_params=guide_params, train=False)
+        with jax.numpy_dtype_promotion("standard"):
+            opt_state = optimizer.init(variables["params"])
+        return variables, opt_state
+
+    variables, opt_state = init(k_init)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                      batch_stats=variables.get("batch_stats", {}), opt_state=opt_state,
+                      rng=k_rng, guide_params=jnp.array(guide_params, copy=True))
+
+
+def _train_step(state: TrainState, batch: dict, *, model, optimizer, crop, scale_range, flip,
+                max_instances, weighting, fg_loss_weight):
+    """One optimisation step on a batch of whole images; see :func:`make_train_step`."""
+    images, labels, sizes = batch["image"], batch["labels"], batch["size"]
+    keys = jax.random.split(jax.random.fold_in(state.rng, state.step), images.shape[0])
+    view = functools.partial(random_view, crop=crop, scale_range=scale_range, flip=flip)
+    images, labels, offsets = jax.vmap(view)(keys, images, labels, sizes)
+    images = images / 255.0 - 0.5
+    targets, weights = targets_for(state.guide_params, labels, offsets, family=model.family,
+                                   frame=model.frame, max_instances=max_instances,
+                                   weighting=weighting)
+    fg = labels > 0
+
+    def loss_fn(params):
+        out, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, images,
+            guide_params=state.guide_params, offset=offsets, train=True,
+            mutable=["batch_stats"],
+        )
+        emb, logit = out if model.fg_head else (out, None)
+        loss = embedding_loss(emb, targets, fg, weights)
+        metrics = {"embedding_loss": loss}
+        if logit is not None:
+            bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logit, fg.astype(jnp.float32)))
+            metrics["fg_loss"] = bce
+            loss = loss + fg_loss_weight * bce
+        return loss, (updates, metrics)
+
+    (loss, (updates, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes int counts and float decays
+        param_updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
+        batch_stats=updates["batch_stats"], opt_state=opt_state,
+    )
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+    return new_state, metrics
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D ``('data',)`` mesh over the given (default: all local) devices."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def shard_batch(batch: dict, mesh: Mesh | None) -> dict:
+    """Puts a host batch on the devices, split along its first axis over ``mesh``.
+
+    Raises:
+      ValueError: the batch size is not divisible by the number of devices.
+    """
+    if mesh is None:
+        return jax.device_put(batch)
+    n = mesh.devices.size
+    size = len(next(iter(batch.values())))
+    if size % n:
+        raise ValueError(f"batch size {size} is not divisible by the {n} devices of the data "
+                         f"mesh; use a multiple of {n} or data_parallel=False")
+    return jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
+
+
+def make_train_step(model, optimizer, *, crop, scale_range=(0.75, 1.25), flip=True,
+                    max_instances=32, weighting=False, fg_loss_weight=1.0, mesh=None):
+    """Builds the jitted ``train_step(state, batch) -> (state, metrics)``; the state is donated.
+
+    ``batch`` holds ``image (B, H, W, C)`` (0-255), ``labels (B, H, W)`` int32 and ``size (B, 2)``
+    int32 (true sizes inside padded arrays). With ``mesh``, put batches on the devices with
+    :func:`shard_batch`; the state is replicated.
+    """
+    step = functools.partial(
+        _train_step, model=model, optimizer=optimizer, crop=tuple(crop),
+        scale_range=tuple(scale_range), flip=flip, max_instances=max_instances,
+        weighting=weighting, fg_loss_weight=fg_loss_weight,
+    )
+    if mesh is None:
+        return jax.jit(step, donate_argnums=0)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(step, donate_argnums=0,
+                   in_shardings=(replicated, NamedSharding(mesh, PartitionSpec("data"))),
+                   out_shardings=(replicated, replicated))

@@ -1,0 +1,99 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from harmonic_jax import embedding, guides, train
+from harmonic_jax.data.augment import random_view, resample
+from harmonic_jax.model import compact_unet
+
+GUIDES = guides.init_sine(jax.random.PRNGKey(0), 12)
+
+
+def test_embedding_loss_matches_reference():
+    rng = np.random.default_rng(0)
+    pred, target = rng.normal(size=(2, 5, 6, 4)), rng.normal(size=(2, 5, 6, 4))
+    fg = rng.random((2, 5, 6)) > 0.5
+    weights = rng.random((2, 5, 6))
+    l1 = np.abs(pred - target).sum(-1)
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    np.testing.assert_allclose(train.embedding_loss(f32(pred), f32(target)), l1.mean(), rtol=1e-5)
+    np.testing.assert_allclose(train.embedding_loss(f32(pred), f32(target), jnp.asarray(fg)),
+                               l1[fg].sum() / fg.sum(), rtol=1e-5)
+    np.testing.assert_allclose(
+        train.embedding_loss(f32(pred), f32(target), jnp.asarray(fg), f32(weights)),
+        (l1 * weights)[fg].sum() / fg.sum(), rtol=1e-5)
+    assert float(train.embedding_loss(f32(pred), f32(target), jnp.zeros((2, 5, 6), bool))) == 0.0
+
+
+def test_targets_match_embedding_module():
+    labels = np.zeros((2, 16, 16), np.int32)
+    labels[0, 2:6, 3:9], labels[0, 9:14, 1:5], labels[1, 4:12, 4:12] = 3, 8, 1
+    offsets = jnp.array([[0.0, 0.0], [5.0, 7.0]])
+    targets, weights = train.targets_for(GUIDES, jnp.asarray(labels), offsets, family="sine",
+                                         frame=(32, 32), max_instances=4, weighting=True)
+    for b in range(2):
+        maps = guides.sine(GUIDES, 16, 16, offset=offsets[b], frame=(32, 32))
+        np.testing.assert_allclose(targets[b], embedding.target_embedding(maps, labels[b]),
+                                   atol=1e-6)
+    np.testing.assert_allclose(weights[1][labels[1] == 1], 1 / np.log(64), rtol=1e-6)
+    assert float(weights[0][labels[0] == 0].max()) == 0.0
+
+
+def test_augmentation_keeps_label_ids_and_tracks_the_offset():
+    rng = np.random.default_rng(1)
+    labels = np.kron(rng.integers(1, 50, (6, 6)), np.ones((8, 8), np.int64)).astype(np.int32)
+    image = np.stack([labels * 3.0] * 3, -1).astype(np.float32)
+    for seed in range(5):
+        img, lab, offset = random_view(jax.random.PRNGKey(seed), jnp.asarray(image),
+                                       jnp.asarray(labels), jnp.array([48, 48]), crop=(32, 32),
+                                       scale_range=(0.7, 1.4))
+        assert set(np.unique(lab)) <= set(np.unique(labels)) | {0}  # never interpolated
+        assert lab.dtype == jnp.int32 and img.shape == (32, 32, 3)
+    # Scale 1, no flip: the crop is the slice at the offset.
+    img, lab = resample(jnp.asarray(image), jnp.asarray(labels), out_size=(16, 16), scale=1.0,
+                        offset=jnp.array([5.0, 9.0]), flip=False, size=jnp.array([48, 48]))
+    np.testing.assert_array_equal(lab, labels[5:21, 9:25])
+    np.testing.assert_allclose(img, image[5:21, 9:25], atol=1e-4)
+    _, flipped = resample(jnp.asarray(image), jnp.asarray(labels), out_size=(48, 48), scale=1.0,
+                          offset=jnp.array([0.0, 0.0]), flip=True, size=jnp.array([48, 48]))
+    np.testing.assert_array_equal(flipped, labels[:, ::-1])
+    # A crop larger than the image pads with background.
+    _, padded = resample(jnp.asarray(image), jnp.asarray(labels), out_size=(64, 64), scale=1.0,
+                         offset=jnp.array([-8.0, -8.0]), flip=False, size=jnp.array([48, 48]))
+    np.testing.assert_array_equal(padded[8:56, 8:56], labels)
+    assert int(padded[:8].max()) == 0 and int(padded[:, 56:].max()) == 0
+
+
+def _batch(n=8, size=40):
+    rng = np.random.default_rng(0)
+    labels = np.kron(rng.integers(0, 6, (n, 5, 5)), np.ones((1, 8, 8), np.int64)).astype(np.int32)
+    return dict(image=rng.integers(0, 255, (n, size, size, 3)).astype(np.uint8), labels=labels,
+                size=np.full((n, 2), size, np.int32))
+
+
+def test_data_parallel_step_equals_one_device():
+    assert jax.device_count() == 8, "conftest sets 8 CPU devices"
+    model = compact_unet(widths=(8, 16, 16), sinconv_kernel=3, frame=(32, 32))
+    # SGD: Adam divides by sqrt(v), which turns the float noise of gradients that are exactly
+    # zero in exact arithmetic (conv biases before BatchNorm) into full-size steps.
+    optimizer = optax.sgd(0.05, momentum=0.9)
+    batch = _batch()
+    final = {}
+    for name, mesh in (("one", None), ("eight", train.data_mesh())):
+        state = train.create_state(model, optimizer, GUIDES, key=jax.random.PRNGKey(1),
+                                   image_shape=(32, 32, 3))
+        step = train.make_train_step(model, optimizer, crop=(32, 32), mesh=mesh)
+        for _ in range(3):
+            state, metrics = step(state, train.shard_batch(batch, mesh))
+        final[name] = state
+    one, eight = (jax.tree.leaves(final[k].params) for k in ("one", "eight"))
+    scale = max(float(jnp.abs(p).max()) for p in one)
+    worst = max(float(jnp.abs(a - b).max()) for a, b in zip(one, eight))
+    assert worst <= 1e-5 * scale
+    assert int(final["eight"].step) == 3
+    moved = jax.tree.leaves(final["one"].params)[0]
+    assert np.isfinite(float(metrics["loss"])) and float(jnp.abs(moved).sum()) > 0
+    with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+        train.shard_batch(_batch(n=6), train.data_mesh())
