@@ -1,6 +1,5 @@
-"""A tiny run for tests: a small U-Net on two real CVPPP plants at small crops."""
-
-import dataclasses
+"""A tiny run for tests: a small U-Net overfits two real CVPPP plants at quarter resolution
+(133 x 125 pixels, the whole plant in each 128 x 128 crop) in about a minute on two CPU cores."""
 
 from harmonic_jax.config import TrainConfig
 
@@ -11,20 +10,18 @@ def get_config() -> TrainConfig:
         train_limit=2,
         val_subset="train",  # overfitting check: validate on the training plants
         val_limit=2,
-        widths=(16, 32, 64),
-        sinconv_kernel=5,
+        resize=0.25,
+        widths=(16, 32, 64, 64),
+        sinconv_kernel=3,
         lr=3e-3,
         batch_size=2,
-        steps=200,
+        steps=400,
         crop=(128, 128),
         scale_range=(1.0, 1.0),
         flip=False,
         workdir="runs/tiny",
+        min_size=5,
         log_every=10,
-        eval_every=200,
-        checkpoint_every=50,
+        eval_every=400,
+        checkpoint_every=100,
     )
-
-
-def with_(**changes) -> TrainConfig:
-    return dataclasses.replace(get_config(), **changes)

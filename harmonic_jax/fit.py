@@ -123,6 +123,9 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
     model = build_model(config, frame)
     optimizer = optax.adam(config.lr)
     mesh = data_mesh() if config.data_parallel and jax.local_device_count() > 1 else None
+    if mesh is not None and config.batch_size % mesh.devices.size:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
+                         f"{mesh.devices.size} local devices; change it or set data_parallel=false")
     step_fn = make_train_step(
         model, optimizer, crop=config.crop, scale_range=config.scale_range, flip=config.flip,
         max_instances=config.max_instances, weighting=config.instance_weighting,
