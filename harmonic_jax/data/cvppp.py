@@ -30,12 +30,16 @@ class Sample:
       image: ``(H, W, C)`` uint8 (or uint16) image.
       labels: ``(H, W)`` int32 instance ids, 0 = background.
       fg: ``(H, W)`` bool foreground mask.
+      masks: ``(K, H, W)`` bool, one mask per instance, where instances overlap; else ``None``.
+      ignore: ``(H, W)`` bool pixels without a single right label (overlaps); else ``None``.
     """
 
     name: str
     image: np.ndarray
     labels: np.ndarray
     fg: np.ndarray
+    masks: np.ndarray | None = None
+    ignore: np.ndarray | None = None
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -108,7 +112,14 @@ def resize_sample(sample: Sample, factor: float) -> Sample:
     """Resamples a sample by ``factor`` (bilinear image, nearest-neighbour labels and mask)."""
     height, width = sample.labels.shape
     size = (max(round(width * factor), 1), max(round(height * factor), 1))
-    image = np.array(Image.fromarray(sample.image).resize(size, Image.BILINEAR))
     labels = np.array(Image.fromarray(sample.labels.astype(np.int32)).resize(size, Image.NEAREST))
-    fg = np.array(Image.fromarray(sample.fg).resize(size, Image.NEAREST))
-    return Sample(sample.name, image, labels.astype(np.int32), fg.astype(bool))
+    def nearest(mask):
+        return np.array(Image.fromarray(mask).resize(size, Image.NEAREST)).astype(bool)
+
+    channels = [np.array(Image.fromarray(c).resize(size, Image.BILINEAR))
+                for c in np.moveaxis(sample.image, -1, 0)]
+    return Sample(
+        sample.name, np.stack(channels, axis=-1), labels.astype(np.int32), nearest(sample.fg),
+        masks=None if sample.masks is None else np.stack([nearest(m) for m in sample.masks]),
+        ignore=None if sample.ignore is None else nearest(sample.ignore),
+    )
