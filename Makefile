@@ -21,6 +21,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cluster.py
 	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_train.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check harmonic_jax tests benchmarks configs

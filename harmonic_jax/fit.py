@@ -111,6 +111,10 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
       ``{"step", "seconds", "val": {"sbd", "abs_dic"} | None, "workdir"}``.
     """
     workdir = Path(config.workdir)
+    if not Path(config.guides).is_file():
+        raise FileNotFoundError(
+            f"guide file {config.guides} does not exist: fit guides on the training labels first "
+            f"(harmonic-jax fit-guides ... --out {config.guides}, or search.fit_guides)")
     _prepare_workdir(config, workdir)
     guide_params, meta = load_guides(config.guides)
     train_samples = _load(config, config.train_subset, config.train_limit)

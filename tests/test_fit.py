@@ -40,7 +40,7 @@ def test_config_overrides_and_errors(tmp_path):
         apply_overrides(config, ["nonsense=1"])
     with pytest.raises(ValueError, match="must be true or false"):
         apply_overrides(config, ["flip=maybe"])
-    for name in ("cvppp_a1", "cvppp_a1_cpu", "tiny"):
+    for name in ("cvppp_a1", "cvppp_a1_cpu", "tiny", "bbbc010", "hela", "ecoli"):
         assert isinstance(load_config(ROOT / f"configs/{name}.py"), TrainConfig)
     with pytest.raises(SystemExit, match="does not exist"):
         cli.main(["train", "--config", str(tmp_path / "missing.py")])

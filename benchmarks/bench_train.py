@@ -1,0 +1,178 @@
+"""Train-step throughput and peak memory: our default U-Net against a PyTorch model of the same
+architecture and parameter count (the original's, 28,837,260 parameters), same machine, same
+threads, 448 x 448 inputs, Adam, L1 loss on 12 outputs.
+
+Each framework runs in its own process (so peak memory is its own). Ours times the full jitted
+step (on-device augmentation, targets, forward, backward, update); compilation is reported
+apart, and the compile counter checks that no step after the first recompiles.
+
+    .venv/bin/python benchmarks/bench_train.py [--batches 1 4] [--steps 3] [--size 448]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+GUIDES = "configs/guides/cvppp_a1.json"
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_jax(batch: int, steps: int, size: int) -> dict:
+    import jax
+    import numpy as np
+    import optax
+
+    from harmonic_jax import guides, train
+    from harmonic_jax.model import UNet, count_params
+
+    params, meta = guides.load_guides(GUIDES)
+    model = UNet(frame=tuple(meta["frame"]))
+    optimizer = optax.adam(1e-5)
+    state = train.create_state(model, optimizer, params, key=jax.random.PRNGKey(0),
+                               image_shape=(size, size, 3))
+    step = train.make_train_step(model, optimizer, crop=(size, size), scale_range=(1.0, 1.0),
+                                 flip=False)
+    rng = np.random.default_rng(0)
+    data = dict(image=rng.integers(0, 255, (batch, size, size, 3)).astype(np.uint8),
+                labels=np.kron(rng.integers(0, 16, (batch, 8, 8)),
+                               np.ones((1, size // 8, size // 8), np.int64)).astype(np.int32),
+                size=np.full((batch, 2), size, np.int32))
+    data = jax.device_put(data)
+    start = time.perf_counter()
+    state, metrics = step(state, data)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = step(state, data)
+    jax.block_until_ready(metrics)
+    seconds = (time.perf_counter() - start) / steps
+    return dict(framework="jax", batch=batch, params=count_params(state.params),
+                step_s=seconds, images_per_s=batch / seconds, first_step_s=compile_s,
+                compilations=step._cache_size(), peak_mib=_peak_mib())
+
+
+def run_torch(batch: int, steps: int, size: int) -> dict:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(os.cpu_count())
+    sins = json.load(open(GUIDES))["params"]  # our (N, 3) [x freq, y freq, phase] in a 448 frame
+
+    class SinMaps(nn.Module):
+        def __init__(self, stride):
+            super().__init__()
+            self.stride = stride
+            self.register_buffer("psi", torch.tensor(sins, dtype=torch.float32))
+
+        def forward(self, x):
+            b, _, h, w = x.shape
+            ys = torch.arange(h, dtype=torch.float32) * self.stride / 448
+            xs = torch.arange(w, dtype=torch.float32) * self.stride / 448
+            phase = (xs[None, None, :] * self.psi[:, 0, None, None]
+                     + ys[None, :, None] * self.psi[:, 1, None, None] + self.psi[:, 2, None, None])
+            return torch.cat([x, torch.sin(phase).expand(b, -1, -1, -1)], 1)
+
+    def double(i, o):
+        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(True),
+                             nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(True))
+
+    class Net(nn.Module):
+        def __init__(self, widths=(64, 128, 256, 512, 512)):
+            super().__init__()
+            self.enc = nn.ModuleList([double(3, widths[0])] + [
+                double(a, b) for a, b in zip(widths[:-1], widths[1:])])
+            depth = len(widths) - 1
+            self.dec = nn.ModuleList()
+            channels = widths[-1]
+            for level in range(depth):
+                skip = widths[depth - 1 - level]
+                out = widths[max(depth - 2 - level, 0)]
+                self.dec.append(nn.ModuleList([
+                    SinMaps(2 ** (depth - 1 - level)),
+                    nn.Conv2d(skip + channels + 12, out, 7, padding=3), double(out, out)]))
+                channels = out
+            self.head = nn.Sequential(SinMaps(1), nn.Conv2d(channels + 12, widths[0], 7, padding=3),
+                                      nn.Conv2d(widths[0], 12, 1))
+
+        def forward(self, x):
+            skips = []
+            for i, block in enumerate(self.enc):
+                x = block(nn.functional.max_pool2d(x, 2) if i else x)
+                skips.append(x)
+            x = skips.pop()
+            for maps, sinconv, conv in self.dec:
+                up = nn.functional.interpolate(x, scale_factor=2, mode="bilinear",
+                                               align_corners=True)
+                x = conv(sinconv(maps(torch.cat([skips.pop(), up], 1))))
+            return self.head(x)
+
+    net = Net()
+    n_params = sum(p.numel() for p in net.parameters())
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-5)
+    rng = np.random.default_rng(0)
+    images = torch.tensor(rng.integers(0, 255, (batch, 3, size, size)), dtype=torch.float32)
+    targets = torch.tensor(rng.uniform(-1, 1, (batch, 12, size, size)), dtype=torch.float32)
+
+    def step():
+        optimizer.zero_grad()
+        loss = (net(images / 255 - 0.5) - targets).abs().sum(1).mean()
+        loss.backward()
+        optimizer.step()
+
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - start) / steps
+    return dict(framework="torch", batch=batch, params=n_params, step_s=seconds,
+                images_per_s=batch / seconds, first_step_s=first, compilations=None,
+                peak_mib=_peak_mib())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--size", type=int, default=448)
+    parser.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker = run_jax if args.worker == "jax" else run_torch
+        print(json.dumps(worker(args.batch, args.steps, args.size)))
+        return
+    print(f"{'batch':>5} {'framework':>9} {'params':>11} {'img/s':>7} {'step s':>7} "
+          f"{'1st step s':>10} {'compiles':>8} {'peak MiB':>9}")
+    for batch in args.batches:
+        rows = {}
+        for framework in ("jax", "torch"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", framework, "--batch", str(batch),
+                 "--steps", str(args.steps), "--size", str(args.size)],
+                check=True, capture_output=True, text=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            rows[framework] = row
+            print(f"{batch:5d} {framework:>9} {row['params']:11,d} {row['images_per_s']:7.3f} "
+                  f"{row['step_s']:7.2f} {row['first_step_s']:10.1f} "
+                  f"{str(row['compilations'] or '-'):>8} {row['peak_mib']:9.0f}", flush=True)
+        ratio = rows["jax"]["images_per_s"] / rows["torch"]["images_per_s"]
+        memory = rows["jax"]["peak_mib"] / rows["torch"]["peak_mib"]
+        print(f"batch {batch}: throughput ratio jax/torch {ratio:.2f}x (goal >= 1.0), "
+              f"peak memory ratio {memory:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
