@@ -2,11 +2,11 @@
 8000 epochs, bandwidth 0.5. The data has no foreground masks: a foreground head is trained with
 the embeddings (the paper: SBD 78 without a mask, 86 with one). Fit the guides first:
 
-    harmonic-jax fit-guides --data <HeLa folder> --split configs/splits/hela.json \\
-        --frame 448 448 --out configs/guides/hela.json
+    harmonic-jax fit-guides --dataset hela --data <HeLa folder> \\
+        --split configs/splits/hela.json --frame 448 448 --out configs/guides/hela.json
 
-(fit-guides reads CVPPP-layout folders today; for HeLa call
-harmonic_jax.search.fit_guides on harmonic_jax.data.load_hela(...) labels.)
+The ground truth is partial (not every cell of every frame is annotated): unannotated cells
+count as background in the loss and in the scores.
 """
 
 from harmonic_jax.config import TrainConfig

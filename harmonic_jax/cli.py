@@ -18,10 +18,12 @@ def _fit_guides(args: argparse.Namespace) -> None:
     import numpy as np
 
     from harmonic_jax import guides, search
-    from harmonic_jax.data import load_cvppp, load_split
+    from harmonic_jax.data import READERS, load_split
 
+    if args.dataset not in READERS:
+        raise ValueError(f"unknown dataset {args.dataset!r}; readers: {sorted(READERS)}")
     names = load_split(args.split)[args.subset] if args.split else None
-    labels = [s.labels for s in load_cvppp(args.data, names)]
+    labels = [s.labels for s in READERS[args.dataset](args.data, names)]
     result = search.fit_guides(
         labels, n=args.n, margin=args.margin, family=args.family, steps=args.steps,
         pairs_per_step=args.pairs_per_step, images_per_step=args.images_per_step, lr=args.lr,
@@ -68,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harmonic-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    fit = sub.add_parser("fit-guides", help="guide search (eq. 4) on a CVPPP-layout folder")
-    fit.add_argument("--data", default=_DATA, help="folder with plantNNN_label.png files")
+    fit = sub.add_parser("fit-guides", help="guide search (eq. 4) on a dataset's label images")
+    fit.add_argument("--dataset", default="cvppp", help="reader: cvppp, bbbc010, hela, folder")
+    fit.add_argument("--data", default=_DATA, help="the dataset's folder (official layout)")
     fit.add_argument("--split", default=_SPLIT, help="split JSON ('' for every plant)")
     fit.add_argument("--subset", default="train")
     fit.add_argument("--n", type=int, default=12)
