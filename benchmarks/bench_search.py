@@ -19,7 +19,6 @@ import numpy as np
 
 from harmonic_jax import guides, search
 from harmonic_jax.data import load_cvppp, load_split
-from harmonic_jax.demo import ORIGINAL_CVPPP_GUIDES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +39,7 @@ def main() -> None:
     frame = tuple(args.frame)
     key = jax.random.PRNGKey(0)
     init = guides.init_sine(jax.random.split(key)[1], 12)  # what fit_guides starts from
-    original = guides.from_original(ORIGINAL_CVPPP_GUIDES, *frame)
+    original = guides.from_original(guides.ORIGINAL_CVPPP, *frame)
     print(f"{'margin':>7} {'init':>8} {'original':>8} {'ours':>8} {'steps':>6} {'seconds':>8} "
           f"{'ms/step':>8}  (collision rates: pairs closer than the margin in L1)")
     for margin in args.margins:

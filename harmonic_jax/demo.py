@@ -18,17 +18,7 @@ from tqdm.auto import tqdm
 from harmonic_jax import cluster, embedding, guides, metrics, search, viz
 from harmonic_jax.data import load_cvppp, load_split
 
-__all__ = ["ORIGINAL_CVPPP_GUIDES", "run"]
-
-#: The PyTorch original's published CVPPP guides ``[alpha, beta, phi]`` (448 x 448 frame).
-ORIGINAL_CVPPP_GUIDES = [
-    [-24.22295570373535, 0.0, 0.4452361464500427], [-14.779047012329102, 0.0, 1.2561423778533936],
-    [-16.399198532104492, 0.0, -0.3734317719936371], [18.362571716308594, 0.0, 0.7659217715263367],
-    [-0.6603534817695618, 0.0, 0.24005144834518433], [-33.7341423034668, 0.0, -0.4350433051586151],
-    [0.0, 4.286965370178223, 0.8109257817268372], [0.0, -19.908288955688477, 0.614355206489563],
-    [0.0, 22.987812042236328, 0.28104516863822937], [0.0, 7.108828067779541, 0.4827950894832611],
-    [0.0, 23.66850471496582, 0.21264752745628357], [0.0, -22.332250595092773, 1.0007625818252563],
-]
+__all__ = ["run"]
 
 
 def _guide_table(sets: dict, labels: np.ndarray, frame, margin: float, bandwidth: float) -> list:
@@ -79,7 +69,7 @@ def run(
     sets = {
         f"shipped ({Path(guides_path).name})": params,
         "live search": fit.params,
-        "original, published": guides.from_original(ORIGINAL_CVPPP_GUIDES, *frame),
+        "original, published": guides.from_original(guides.ORIGINAL_CVPPP, *frame),
     }
     guide_rows = _guide_table(sets, train, frame, margin, bandwidth)
     _print_table(guide_rows, ["guides", "pairs", "l1_collisions", "min_l1",

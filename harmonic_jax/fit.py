@@ -108,7 +108,8 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
     """Trains (or resumes) the run described by ``config``.
 
     Returns:
-      ``{"step", "seconds", "val": {"sbd", "abs_dic"} | None, "workdir"}``.
+      ``{"step", "seconds", "val": {"sbd", "abs_dic"} | None, "workdir", "state", "model"}``:
+      ``val`` from the last validation of this call, ``state`` the final :class:`TrainState`.
     """
     workdir = Path(config.workdir)
     if not Path(config.guides).is_file():

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from harmonic_jax import guides, train
-from harmonic_jax.checkpoint import CheckpointError, Checkpointer, state_digest
+from harmonic_jax.checkpoint import Checkpointer, CheckpointError, state_digest
 from harmonic_jax.config import load_config
 from harmonic_jax.fit import build_model
 from harmonic_jax.model import compact_unet

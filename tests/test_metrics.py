@@ -42,7 +42,10 @@ def test_bad_metric_input():
 def test_iou_matrix_matches_pycocotools():
     pred, gt = _random_labels(7), _random_labels(8, k=3)
     pm, gm = metrics.instance_masks(pred), metrics.instance_masks(gt)
-    encode = lambda m: mask_utils.encode(np.asfortranarray(m.transpose(1, 2, 0).astype(np.uint8)))
+
+    def encode(m):
+        return mask_utils.encode(np.asfortranarray(m.transpose(1, 2, 0).astype(np.uint8)))
+
     want = mask_utils.iou(encode(pm), encode(gm), [0] * len(gm))
     np.testing.assert_allclose(metrics.iou_matrix(pred, gt), want, atol=1e-6)
 

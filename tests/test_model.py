@@ -74,3 +74,22 @@ def test_bad_model_input():
         model.init(jax.random.PRNGKey(0), jnp.ones((16, 16, 3)), guide_params=GUIDES)
     with pytest.raises(ValueError, match="guide_params is required"):
         model.init(jax.random.PRNGKey(0), jnp.ones((1, 16, 16, 3)))
+
+
+def test_predict_and_segment():
+    from harmonic_jax import predict
+
+    model = compact_unet(widths=(4, 8), sinconv_kernel=3, frame=(16, 16), fg_head=True)
+    image = np.random.default_rng(0).integers(0, 255, (20, 24, 3)).astype(np.uint8)
+    variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 20, 24, 3)),
+                                           guide_params=GUIDES))()
+    emb, prob = predict.predict(model, variables, GUIDES, image)
+    chex.assert_shape([emb, prob], [(20, 24, 12), (20, 24)])
+    assert 0 <= float(prob.min()) and float(prob.max()) <= 1
+    labels = predict.segment(model, variables, GUIDES, image, fg_mask=np.ones((20, 24), bool),
+                             min_size=0)
+    assert labels.shape == (20, 24) and labels.dtype == np.int32 and labels.min() >= 1
+    none = predict.segment(model, variables, GUIDES, image, fg_mask=np.zeros((20, 24), bool))
+    assert none.max() == 0
+    with pytest.raises(ValueError, match="images must be"):
+        predict.predict(model, variables, GUIDES, image[..., 0])

@@ -6,8 +6,8 @@ Every reader returns :class:`~harmonic_jax.data.cvppp.Sample` objects with ``uin
 Overlapping instances (BBBC010 worms): ``Sample.masks`` holds one binary mask per worm (for COCO
 evaluation), ``Sample.labels`` gives each pixel covered by exactly one worm that worm's id, and
 pixels covered by two or more worms are 0 in ``labels``, ``True`` in ``Sample.ignore`` and in
-``Sample.fg``: they are left out of the embedding loss, which has no single right target there (a foreground
-head, trained on ``labels > 0``, sees them as background).
+``Sample.fg``: they are left out of the embedding loss, which has no single right target there
+(a foreground head, trained on ``labels > 0``, sees them as background).
 """
 
 from __future__ import annotations
