@@ -63,7 +63,7 @@ def _demo(args: argparse.Namespace) -> None:
     from harmonic_jax import demo
 
     demo.run(data=args.data, split=args.split, guides_path=args.guides, out=args.out,
-             n_images=args.images)
+             n_images=args.images, run_dir=args.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--guides", default="configs/guides/cvppp_a1.json")
     demo.add_argument("--out", default="demo_out")
     demo.add_argument("--images", type=int, default=4)
+    demo.add_argument("--run", default="runs/cvppp_a1_cpu", help="a trained run folder")
     demo.set_defaults(func=_demo)
     return parser
 

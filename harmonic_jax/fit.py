@@ -28,7 +28,15 @@ from harmonic_jax.guides import load_guides
 from harmonic_jax.model import UNet
 from harmonic_jax.train import create_state, data_mesh, make_train_step, shard_batch
 
-__all__ = ["batch_indices", "build_model", "evaluate", "fit", "stack_samples"]
+__all__ = [
+    "batch_indices",
+    "build_model",
+    "config_summary",
+    "evaluate",
+    "fit",
+    "load_run",
+    "stack_samples",
+]
 
 
 def build_model(config: TrainConfig, frame) -> UNet:
@@ -89,18 +97,20 @@ def _load(config: TrainConfig, subset: str, limit: int | None) -> list[Sample]:
     return samples if config.resize == 1.0 else [resize_sample(s, config.resize) for s in samples]
 
 
-def _prepare_workdir(config: TrainConfig, workdir: Path) -> None:
+def _prepare_workdir(config: TrainConfig, workdir: Path, image_channels: int) -> None:
+    """Writes config.json (plus the input channels) and guides.json; refuses another config."""
     workdir.mkdir(parents=True, exist_ok=True)
     saved = workdir / "config.json"
+    record = dict(json.loads(config.to_json()), image_channels=image_channels)
     if saved.exists():
         before = json.loads(saved.read_text())
-        changed = {k: (before.get(k), v) for k, v in json.loads(config.to_json()).items()
+        changed = {k: (before.get(k), v) for k, v in record.items()
                    if before.get(k) != v and k not in ("steps", "epochs", "eval_every",
                                                        "checkpoint_every", "log_every")}
         if changed:
             raise ValueError(f"{workdir} holds a run with another config ({changed}); "
                              "use a new workdir or the same settings")
-    saved.write_text(config.to_json())
+    saved.write_text(json.dumps(record, indent=1))
     shutil.copyfile(config.guides, workdir / "guides.json")
 
 
@@ -116,11 +126,11 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
         raise FileNotFoundError(
             f"guide file {config.guides} does not exist: fit guides on the training labels first "
             f"(harmonic-jax fit-guides ... --out {config.guides}, or search.fit_guides)")
-    _prepare_workdir(config, workdir)
     guide_params, meta = load_guides(config.guides)
     train_samples = _load(config, config.train_subset, config.train_limit)
     val_samples = _load(config, config.val_subset, config.val_limit) if config.val_subset else []
     data = stack_samples(train_samples)
+    _prepare_workdir(config, workdir, data["image"].shape[-1])
     n = len(train_samples)
     steps = config.steps or config.epochs * max(n // config.batch_size, 1)
 
@@ -179,6 +189,43 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
         checkpointer.close()
     return {"step": int(state.step), "seconds": time.perf_counter() - start, "val": val,
             "workdir": str(workdir), "state": state, "model": model}
+
+
+def load_run(workdir: str | Path, *, best: bool = True):
+    """Loads a trained run for inference: ``(model, variables, guide_params, config)``.
+
+    Args:
+      workdir: a run folder written by :func:`fit`.
+      best: the best checkpoint by validation SBD (else the newest).
+
+    Raises:
+      FileNotFoundError: ``workdir`` is not a run folder or holds no checkpoint.
+    """
+    workdir = Path(workdir)
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(f"{workdir} is not a run folder (no config.json)")
+    fields = json.loads((workdir / "config.json").read_text())
+    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                            for k, v in fields.items() if k in known})
+    guide_params, meta = load_guides(workdir / "guides.json")
+    frame = tuple(round(f * config.resize) for f in meta["frame"])
+    model = build_model(config, frame)
+    channels = fields["image_channels"]
+    abstract = jax.eval_shape(lambda: create_state(
+        model, optax.adam(config.lr), guide_params, key=jax.random.PRNGKey(0),
+        image_shape=(*config.crop, channels)))
+    checkpointer = Checkpointer(workdir, keep_last=config.keep_last)
+    try:
+        state = checkpointer.restore(abstract, best=best)
+        if state is None and best:
+            state = checkpointer.restore(abstract)
+    finally:
+        checkpointer.close()
+    if state is None:
+        raise FileNotFoundError(f"{workdir} holds no checkpoint yet")
+    return model, {"params": state.params, "batch_stats": state.batch_stats}, \
+        state.guide_params, config
 
 
 def config_summary(config: TrainConfig) -> str:

@@ -6,7 +6,8 @@ import pytest
 
 from harmonic_jax import cli
 from harmonic_jax.config import TrainConfig, apply_overrides, load_config
-from harmonic_jax.fit import batch_indices, fit
+from harmonic_jax.data import load_cvppp, load_split, resize_sample
+from harmonic_jax.fit import batch_indices, evaluate, fit, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +23,12 @@ def test_tiny_training_overfits_two_real_plants(tmp_path, cvppp_dir):
     assert losses[-1] < 0.5 * losses[0]
     assert json.loads((tmp_path / "run/config.json").read_text())["name"] == "tiny"
     assert (tmp_path / "run/guides.json").exists() and (tmp_path / "run/best").is_dir()
+    # The best checkpoint reloads for inference and scores what the run reported.
+    model, variables, guide_params, loaded = load_run(tmp_path / "run")
+    samples = [resize_sample(s, loaded.resize) for s in load_cvppp(
+        cvppp_dir, load_split(loaded.split)["train"][:2])]
+    again = evaluate(model, variables, guide_params, samples, loaded)
+    assert again["sbd"] == pytest.approx(result["val"]["sbd"], abs=1e-6)
 
 
 def test_data_order_is_a_function_of_the_step():
