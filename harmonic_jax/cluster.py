@@ -98,13 +98,17 @@ def mean_shift_modes(
     return centers[keep]
 
 
-def _nearest(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
+def _nearest(points: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of and squared distance to the nearest centre of every point."""
     c_sq = np.sum(centers * centers, axis=1)
-    out = np.empty(len(points), np.int32)
+    index = np.empty(len(points), np.int32)
+    dist2 = np.empty(len(points), points.dtype)
     step = 65536
     for lo in range(0, len(points), step):
-        out[lo:lo + step] = np.argmin(_sq_dist(points[lo:lo + step], centers, c_sq), axis=1)
-    return out
+        d2 = _sq_dist(points[lo:lo + step], centers, c_sq)
+        index[lo:lo + step] = np.argmin(d2, axis=1)
+        dist2[lo:lo + step] = d2[np.arange(len(d2)), index[lo:lo + step]]
+    return index, dist2
 
 
 def _regroup(labels: np.ndarray, *, min_size: int, radius: float) -> np.ndarray:
@@ -228,11 +232,24 @@ def mean_shift(
     out = np.zeros(emb.shape[:2], np.int32)
     if len(points) == 0:
         return out
-    sample = points
+    rng = np.random.default_rng(seed)
+
+    def subsample(x):
+        return x if len(x) <= max_samples else x[np.sort(rng.choice(len(x), max_samples,
+                                                                  replace=False))]
+
+    centers = mean_shift_modes(subsample(points), float(bandwidth))
+    nearest, dist2 = _nearest(points, centers)
     if len(points) > max_samples:
-        rng = np.random.default_rng(seed)
-        sample = points[np.sort(rng.choice(len(points), max_samples, replace=False))]
-    centers = mean_shift_modes(sample, float(bandwidth))
-    out[mask] = _nearest(points, centers) + 1
+        # A small object can have too few pixels in the subsample to hold its own mode; its
+        # pixels then lie far from every mode found (beyond two bandwidths: farther than noise
+        # around a mode usually reaches). Look for modes among those pixels too.
+        orphans = points[dist2 > (2 * bandwidth) ** 2]
+        extra = mean_shift_modes(subsample(orphans), float(bandwidth)) if len(orphans) else []
+        if len(extra):
+            far = _nearest(extra, centers)[1] > bandwidth**2
+            centers = np.concatenate([centers, extra[far]])
+            nearest, _ = _nearest(points, centers)
+    out[mask] = nearest + 1
     return split_components(out, min_size=min_size, max_gap=max_gap,
                             fill_mask=mask if fill else None)
