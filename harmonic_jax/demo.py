@@ -59,9 +59,10 @@ def _network_section(run_dir, data, names, out: Path) -> list[dict]:
         if config.resize != 1.0:
             sample = resize_sample(sample, config.resize)
         start = time.perf_counter()
-        emb = np.asarray(predict.predict(model, variables, guide_params, sample.image))
-        pred = cluster.mean_shift(emb, bandwidth=config.bandwidth, mask=sample.fg,
-                                  min_size=config.min_size, max_gap=config.max_gap)
+        pred, emb = predict.segment(
+            model, variables, guide_params, sample.image,
+            fg_mask=None if model.fg_head else sample.fg, bandwidth=config.bandwidth,
+            min_size=config.min_size, max_gap=config.max_gap, return_embedding=True)
         seconds = time.perf_counter() - start
         rows.append(dict(image=sample.name, leaves=int(sample.labels.max()),
                          found=int(pred.max()), sbd=metrics.sbd(pred, sample.labels),

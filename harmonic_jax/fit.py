@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from harmonic_jax import cluster, metrics, predict
+from harmonic_jax import metrics, predict
 from harmonic_jax.checkpoint import Checkpointer
 from harmonic_jax.config import TrainConfig
 from harmonic_jax.data import READERS, Sample, load_split, resize_sample
@@ -73,14 +73,14 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
 
 
 def evaluate(model, variables, guide_params, samples: list[Sample], config: TrainConfig) -> dict:
-    """Mean SBD and |DiC| over ``samples`` (mean-shift inside each image's foreground mask)."""
+    """Mean SBD and |DiC| over ``samples``: mean-shift inside each image's foreground mask (the
+    predicted one when the network has a foreground head)."""
     sbd, dic = [], []
     for s in samples:
-        out = predict.predict(model, variables, guide_params, s.image)
-        emb = out[0] if model.fg_head else out
-        mask = s.fg if not model.fg_head else np.asarray(out[1]) > 0.5
-        pred = cluster.mean_shift(np.asarray(emb), bandwidth=config.bandwidth, mask=mask,
-                                  min_size=config.min_size, max_gap=config.max_gap)
+        pred = predict.segment(model, variables, guide_params, s.image,
+                               fg_mask=None if model.fg_head else s.fg,
+                               bandwidth=config.bandwidth, min_size=config.min_size,
+                               max_gap=config.max_gap)
         sbd.append(metrics.sbd(pred, s.labels))
         dic.append(abs(metrics.dic(pred, s.labels)))
     return {"sbd": float(np.mean(sbd)), "abs_dic": float(np.mean(dic))}

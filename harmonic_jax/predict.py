@@ -56,18 +56,21 @@ def predict(model, variables, guide_params, images: ArrayLike, *, offset: ArrayL
 
 def segment(model, variables, guide_params, image: ArrayLike, *, fg_mask: ArrayLike | None = None,
             bandwidth: float = 0.5, min_size: int = 20, max_gap: float = 0.0,
-            fg_threshold: float = 0.5) -> np.ndarray:
+            fg_threshold: float = 0.5, return_embedding: bool = False):
     """Instance labels for one ``(H, W, C)`` image: :func:`predict`, then mean-shift on the host.
 
     The foreground is ``fg_mask`` when given, else the network's foreground head (probability
     above ``fg_threshold``), else every pixel.
 
     Returns:
-      ``(H, W)`` int32, 0 = background.
+      ``(H, W)`` int32, 0 = background; with ``return_embedding``, also the ``(H, W, N)`` float32
+      embedding that was clustered.
     """
     out = predict(model, variables, guide_params, image)
     emb, prob = out if model.fg_head else (out, None)
     if fg_mask is None and prob is not None:
         fg_mask = np.asarray(prob) > fg_threshold
-    return cluster.mean_shift(np.asarray(emb), bandwidth=bandwidth, mask=fg_mask,
-                              min_size=min_size, max_gap=max_gap)
+    emb = np.asarray(emb)
+    labels = cluster.mean_shift(emb, bandwidth=bandwidth, mask=fg_mask, min_size=min_size,
+                                max_gap=max_gap)
+    return (labels, emb) if return_embedding else labels

@@ -97,3 +97,12 @@ def test_save_and_load_guides(tmp_path):
         guides.load_guides(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         guides.load_guides(tmp_path / "missing.json")
+
+
+def test_shipped_bbbc010_guides_are_the_original_converted():
+    from pathlib import Path
+
+    params, meta = guides.load_guides(
+        Path(__file__).resolve().parents[1] / "configs/guides/bbbc010_original.json")
+    np.testing.assert_allclose(params, guides.from_original(guides.ORIGINAL_C_ELEGANS, 448, 448))
+    assert meta["frame"] == [448, 448] and meta["command"].startswith("python -c")
