@@ -19,7 +19,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_cluster.py --images 3 --timeout 60 --max-gap 48
+	$(BIN)/python benchmarks/bench_cluster.py --images 3 --timeout 60
+	$(BIN)/python benchmarks/bench_crowded.py --guides configs/guides/crowded_blobs.json
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_train.py
 

@@ -21,6 +21,7 @@ def get_config() -> TrainConfig:
         crop=(256, 256),
         scale_range=(0.8, 1.25),
         min_size=10,
+        max_gap=24.0,  # the library default 48 is for full resolution
         workdir="runs/cvppp_a1_cpu",
         log_every=20,
         eval_every=500,

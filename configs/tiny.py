@@ -21,6 +21,7 @@ def get_config() -> TrainConfig:
         flip=False,
         workdir="runs/tiny",
         min_size=5,
+        max_gap=12.0,  # the library default 48 is for full resolution
         log_every=10,
         eval_every=400,
         checkpoint_every=100,

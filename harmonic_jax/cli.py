@@ -25,19 +25,25 @@ def _fit_guides(args: argparse.Namespace) -> None:
     names = load_split(args.split)[args.subset] if args.split else None
     labels = [s.labels for s in READERS[args.dataset](args.data, names)]
     result = search.fit_guides(
-        labels, n=args.n, margin=args.margin, family=args.family, steps=args.steps,
-        pairs_per_step=args.pairs_per_step, images_per_step=args.images_per_step, lr=args.lr,
-        key=jax.random.PRNGKey(args.seed), frame=tuple(args.frame) if args.frame else None,
+        labels, n=args.n, margin=args.margin, norm=args.norm, headroom=args.headroom,
+        family=args.family, steps=args.steps, pairs_per_step=args.pairs_per_step,
+        images_per_step=args.images_per_step, lr=args.lr, key=jax.random.PRNGKey(args.seed),
+        frame=tuple(args.frame) if args.frame else None,
     )
-    print(f"{len(labels)} images, {len(result.losses)} steps in {result.seconds:.1f} s: "
-          f"eq. 4 loss {result.loss:.4g}, collision rate {result.collision_rate:.4%} "
-          f"(L1 < margin {args.margin})")
+    stats = search.separation_stats(result.params, search.pad_labels(labels),
+                                    margin=args.margin, family=args.family, frame=result.frame)
+    skipped = f" ({result.skipped} with fewer than two instances skipped)" if result.skipped else ""
+    print(f"{len(labels)} images{skipped}, {len(result.losses)} steps in {result.seconds:.1f} s: "
+          f"loss {result.loss:.4g} (L{args.norm} hinge at {args.headroom} x {args.margin}); "
+          f"pairs closer than {args.margin}: L1 {stats['l1_collision_rate']:.4%}, "
+          f"L2 {stats['l2_collision_rate']:.4%}; closest pair L2 {stats['min_l2']:.4f} "
+          f"(1st percentile {stats['p01_l2']:.4f})")
     if args.out:
         guides.save_guides(
             args.out, result.params, family=args.family, frame=list(result.frame),
-            margin=args.margin, n_images=len(labels), steps=len(result.losses),
-            seconds=round(result.seconds, 2), loss=result.loss,
-            collision_rate=result.collision_rate,
+            margin=args.margin, norm=args.norm, headroom=args.headroom, n_images=len(labels),
+            steps=len(result.losses), seconds=round(result.seconds, 2), loss=result.loss,
+            collision_rate=result.collision_rate, **stats,
             command="harmonic-jax " + shlex.join(args.argv),
             data=f"{Path(args.data).name} {args.subset}" if args.split else Path(args.data).name,
         )
@@ -76,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--split", default=_SPLIT, help="split JSON ('' for every plant)")
     fit.add_argument("--subset", default="train")
     fit.add_argument("--n", type=int, default=12)
-    fit.add_argument("--margin", type=float, default=0.5)
+    fit.add_argument("--margin", type=float, default=0.5,
+                     help="separation needed: mean-shift's bandwidth (the paper's epsilon)")
+    fit.add_argument("--norm", type=int, default=2, choices=(1, 2),
+                     help="2: L2, mean-shift's metric (default); 1: eq. 4's L1")
+    fit.add_argument("--headroom", type=float, default=4.0,
+                     help="the hinge acts at headroom x margin (1 with --norm 1: eq. 4 exactly)")
     fit.add_argument("--family", default="sine")
     fit.add_argument("--frame", type=int, nargs=2, metavar=("H", "W"))
     fit.add_argument("--steps", type=int, default=2000)

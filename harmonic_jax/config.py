@@ -50,8 +50,8 @@ class TrainConfig:
     fg_loss_weight: float = 1.0
     # Inference (paper: mean-shift with bandwidth = margin = 0.5).
     bandwidth: float = 0.5
-    min_size: int = 20
-    max_gap: float = 0.0
+    min_size: int | None = None  # None: cluster.mean_shift's measured default
+    max_gap: float | None = None  # None: cluster.mean_shift's measured default
     # Book-keeping.
     seed: int = 0
     workdir: str = "runs/run"
@@ -60,6 +60,12 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_last: int = 3
     data_parallel: bool = True  # split each batch over all local devices
+
+    def cluster_kwargs(self) -> dict:
+        """``bandwidth``, ``min_size`` and ``max_gap`` for ``cluster.mean_shift`` / ``segment``;
+        the library's defaults where the config leaves them ``None``."""
+        out = {"bandwidth": self.bandwidth, "min_size": self.min_size, "max_gap": self.max_gap}
+        return {k: v for k, v in out.items() if v is not None}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)

@@ -79,8 +79,7 @@ def evaluate(model, variables, guide_params, samples: list[Sample], config: Trai
     for s in samples:
         pred = predict.segment(model, variables, guide_params, s.image,
                                fg_mask=None if model.fg_head else s.fg,
-                               bandwidth=config.bandwidth, min_size=config.min_size,
-                               max_gap=config.max_gap)
+                               **config.cluster_kwargs())
         sbd.append(metrics.sbd(pred, s.labels))
         dic.append(abs(metrics.dic(pred, s.labels)))
     return {"sbd": float(np.mean(sbd)), "abs_dic": float(np.mean(dic))}

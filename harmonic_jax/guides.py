@@ -236,11 +236,15 @@ class GuideFamily:
         grid conventions of :func:`frame_coordinates`. It must be differentiable in ``params`` and
         traceable with a traced ``offset``.
       description: one line for listings.
+      value_range: ``(low, high)`` bounds of every map value when known (``(-1, 1)`` for the
+        sine family), so that the guide search can reject a margin no parameters can reach;
+        ``None``: unknown.
     """
 
     init: Callable[[jax.Array, int], chex.ArrayTree]
     maps: Callable[..., jax.Array]
     description: str = ""
+    value_range: tuple[float, float] | None = None
 
 
 _FAMILIES: dict[str, GuideFamily] = {}
@@ -284,7 +288,8 @@ def list_families() -> Sequence[str]:
 
 register_family(
     "sine",
-    GuideFamily(init=init_sine, maps=sine, description="sin(a x/W + b y/H + c), eq. 3"),
+    GuideFamily(init=init_sine, maps=sine, description="sin(a x/W + b y/H + c), eq. 3",
+                value_range=(-1.0, 1.0)),
 )
 register_family(
     "coord",

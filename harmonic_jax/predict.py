@@ -55,12 +55,14 @@ def predict(model, variables, guide_params, images: ArrayLike, *, offset: ArrayL
 
 
 def segment(model, variables, guide_params, image: ArrayLike, *, fg_mask: ArrayLike | None = None,
-            bandwidth: float = 0.5, min_size: int = 20, max_gap: float = 0.0,
+            bandwidth: float = 0.5, min_size: int = cluster.MIN_SIZE,
+            max_gap: float = cluster.MAX_GAP,
             fg_threshold: float = 0.5, return_embedding: bool = False):
     """Instance labels for one ``(H, W, C)`` image: :func:`predict`, then mean-shift on the host.
 
     The foreground is ``fg_mask`` when given, else the network's foreground head (probability
-    above ``fg_threshold``), else every pixel.
+    above ``fg_threshold``), else every pixel. ``bandwidth``, ``min_size`` and ``max_gap`` are
+    :func:`~harmonic_jax.cluster.mean_shift`'s (same defaults, measured there).
 
     Returns:
       ``(H, W)`` int32, 0 = background; with ``return_embedding``, also the ``(H, W, N)`` float32

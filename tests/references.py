@@ -30,24 +30,29 @@ def instance_embeddings(maps, labels):
     return np.array([maps[labels == i].mean(axis=0) for i in ids]).reshape(len(ids), maps.shape[-1])
 
 
-def hinge_loss(maps, labels_batch, margin):
+def distance(a, b, norm):
+    d = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    return d.sum() if norm == 1 else np.sqrt((d * d).sum())
+
+
+def hinge_loss(maps, labels_batch, margin, norm=1):
     total = 0.0
     for labels in labels_batch:
         e = instance_embeddings(maps, labels)
-        terms = [max(0.0, margin - np.abs(e[i] - e[j]).sum())
+        terms = [max(0.0, margin - distance(e[i], e[j], norm))
                  for i in range(len(e)) for j in range(i + 1, len(e))]
         total += np.mean(terms) if terms else 0.0
     return total
 
 
-def collision_rate(maps, labels_batch, margin):
+def collision_rate(maps, labels_batch, margin, norm=1):
     close = pairs = 0
     for labels in labels_batch:
         e = instance_embeddings(maps, labels)
         for i in range(len(e)):
             for j in range(i + 1, len(e)):
                 pairs += 1
-                close += np.abs(e[i] - e[j]).sum() < margin
+                close += distance(e[i], e[j], norm) < margin
     return close / pairs if pairs else 0.0
 
 

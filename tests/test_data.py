@@ -69,6 +69,8 @@ def test_cli_fit_guides_writes_a_loadable_file(tmp_path, capsys):
     params, meta = load_guides(out)
     assert params.shape == (4, 3) and meta["n_images"] == 2 and meta["frame"] == [24, 20]
     assert meta["command"].startswith("harmonic-jax fit-guides")
-    assert "collision rate" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "closest pair L2" in printed and "pairs closer than 0.3" in printed
+    assert meta["norm"] == 2 and meta["min_l2"] > 0 and "p01_l2" in meta
     with pytest.raises(SystemExit, match="does not exist"):
         cli.main(["fit-guides", "--data", str(tmp_path / "nope"), "--split", ""])

@@ -80,18 +80,29 @@ def test_data_parallel_step_equals_one_device():
     # zero in exact arithmetic (conv biases before BatchNorm) into full-size steps.
     optimizer = optax.sgd(0.05, momentum=0.9)
     batch = _batch()
-    final = {}
+    final, first = {}, {}
     for name, mesh in (("one", None), ("eight", train.data_mesh())):
         state = train.create_state(model, optimizer, GUIDES, key=jax.random.PRNGKey(1),
                                    image_shape=(32, 32, 3))
         step = train.make_train_step(model, optimizer, crop=(32, 32), mesh=mesh)
-        for _ in range(3):
+        for i in range(3):
             state, metrics = step(state, train.shard_batch(batch, mesh))
+            if i == 0:
+                first[name] = jax.tree.map(np.asarray, state.params)
         final[name] = state
-    one, eight = (jax.tree.leaves(final[k].params) for k in ("one", "eight"))
-    scale = max(float(jnp.abs(p).max()) for p in one)
-    worst = max(float(jnp.abs(a - b).max()) for a, b in zip(one, eight))
-    assert worst <= 1e-5 * scale
+
+    def worst_relative(a, b):
+        one, eight = jax.tree.leaves(a), jax.tree.leaves(b)
+        scale = max(float(np.abs(p).max()) for p in one)
+        return max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
+                   for x, y in zip(one, eight)) / scale
+
+    # One step: the same update up to float rounding of the 8-device reductions.
+    assert worst_relative(first["one"], first["eight"]) <= 1e-6
+    # Later steps: XLA sums over 8 devices in another order, and the L1 loss's sign(pred - target)
+    # and max-pool's argmax turn those 1e-7 differences into a few step-sized ones (measured with
+    # jax 0.10.2: 1.5e-5 after two steps, 3.7e-5 after three).
+    assert worst_relative(final["one"].params, final["eight"].params) <= 1e-4
     assert int(final["eight"].step) == 3
     moved = jax.tree.leaves(final["one"].params)[0]
     assert np.isfinite(float(metrics["loss"])) and float(jnp.abs(moved).sum()) > 0
