@@ -130,7 +130,9 @@ def main() -> None:
     if not rows:
         return
     print()
-    for sigma, goal in zip(args.noise, (0.97, 0.93) + (None,) * len(args.noise)):
+    goals = {0.05: 0.97, 0.15: 0.93}  # the goals per noise level
+    for sigma in args.noise:
+        goal = goals.get(sigma)
         sel = [r for r in rows if r["noise"] == sigma]
         done = [r for r in sel if r["finished"]]
         mean = {k: np.mean([r["ours"][k] for r in sel]) for k in ("sbd", "abs_dic", "f1")}

@@ -116,9 +116,11 @@ def _nearest(points: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.nd
     dist2 = np.empty(len(points), points.dtype)
     step = 65536
     for lo in range(0, len(points), step):
-        d2 = _sq_dist(points[lo:lo + step], centers, c_sq)
-        index[lo:lo + step] = np.argmin(d2, axis=1)
-        dist2[lo:lo + step] = d2[np.arange(len(d2)), index[lo:lo + step]]
+        chunk = points[lo:lo + step]
+        partial = c_sq[None, :] - 2.0 * (chunk @ centers.T)  # |p - c|^2 - |p|^2
+        index[lo:lo + step] = np.argmin(partial, axis=1)
+        best = partial[np.arange(len(chunk)), index[lo:lo + step]]
+        dist2[lo:lo + step] = np.maximum(best + np.sum(chunk * chunk, axis=1), 0.0)
     return index, dist2
 
 
@@ -133,9 +135,11 @@ def _regroup(labels: np.ndarray, *, min_size: int, radius: float) -> np.ndarray:
             continue
         box = tuple(slice(max(s.start - pad, 0), s.stop + pad) for s in box)
         mask = labels[box] == index
-        grown = mask if radius <= 0 else distance_transform_edt(~mask) <= radius
-        parts, count = ndimage_label(grown, structure=np.ones((3, 3), bool))
-        parts = np.where(mask, parts, 0)
+        parts, count = ndimage_label(mask, structure=np.ones((3, 3), bool))
+        if radius > 0 and count > 1:  # only labels in several parts need the distance map
+            grown = distance_transform_edt(~mask) <= radius
+            parts, count = ndimage_label(grown, structure=np.ones((3, 3), bool))
+            parts = np.where(mask, parts, 0)
         keep = np.bincount(parts.ravel(), minlength=count + 1) >= max(min_size, 1)
         keep[0] = False
         new_ids = np.zeros(count + 1, np.int32)
@@ -285,7 +289,9 @@ def cluster_labels(
     # subsample alone holds a handful of noisy points of a small object, whose kernel means stop
     # at spurious local modes; refined, they converge (crowded blobs, noise 0.15: SBD 0.83-0.92
     # without refinement, 0.99-1.00 with it, see benchmarks/bench_crowded.py).
-    dense = subsample(points, _REFINE * max_samples)
+    dense_index = (np.arange(len(points)) if len(points) <= _REFINE * max_samples else
+                   np.sort(rng.choice(len(points), _REFINE * max_samples, replace=False)))
+    dense = points if len(dense_index) == len(points) else points[dense_index]
 
     def modes(x):
         """Modes of a subsample of ``x`` (a subset of ``dense``), refined on ``dense``."""
@@ -296,16 +302,24 @@ def cluster_labels(
         return refined if len(refined) else found
 
     centers = modes(dense)
+    nearest, dist2 = _nearest(points, centers)
     if len(points) > max_samples:
         # A small object can have too few pixels in the subsample to hold its own mode; its
-        # pixels then lie far from every mode found (beyond two bandwidths: farther than noise
-        # around a mode usually reaches). Look for modes among those pixels too.
-        orphans = dense[_nearest(dense, centers)[1] > (2 * bandwidth) ** 2]
-        extra = modes(orphans) if len(orphans) else []
+        # pixels then lie far from every mode found: outside the kernel, and farther than twice
+        # the median pixel-to-mode distance (the noise; measured on crowded blobs: a fixed 2
+        # bandwidths misses small objects at low noise, a fixed 1 costs 2-3x time at high
+        # noise). Look for modes among those pixels too; keep those not within a bandwidth of
+        # a known mode.
+        spread = float(np.median(dist2))
+        far = dist2 > max(bandwidth**2, 4.0 * spread)
+        orphans = far[dense_index]  # aligned with ``dense``
+        extra = modes(dense[orphans]) if orphans.any() else []
         if len(extra):
-            far = _nearest(extra, centers)[1] > bandwidth**2
-            centers = np.concatenate([centers, extra[far]])
-    nearest, _ = _nearest(points, centers)
+            extra = extra[_nearest(extra, centers)[1] > bandwidth**2]
+        if len(extra):
+            near_extra, dist2_extra = _nearest(points, extra)
+            closer = dist2_extra < dist2
+            nearest = np.where(closer, near_extra + len(centers), nearest)
     out[mask] = nearest + 1
     return out
 
