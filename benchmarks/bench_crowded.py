@@ -31,7 +31,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from common import load_note, timed_original
+from common import load_note, speedup_note, timed_original
 
 from harmonic_jax import cluster, embedding, guides, metrics, search
 from harmonic_jax.data.synthetic import touching_blobs
@@ -147,10 +147,7 @@ def main() -> None:
                      f"|DiC| {skl['abs_dic']:.2f}, with our split {split:.4f}; ours worse than "
                      f"sklearn on {worse}, than sklearn + our split on {worse_split}")
         print(line)
-    ratios = np.array([r["ratio"] for r in rows])
-    print(f"speed-up over sklearn: min {ratios.min():.0f}x, geometric mean "
-          f"{np.exp(np.log(ratios).mean()):.0f}x (goal >= 20x; a stopped sklearn counts as "
-          f"--timeout seconds)")
+    print(speedup_note([r["ratio"] for r in rows], "sklearn"))
     print(load_note(load))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -11,7 +11,7 @@ import time
 import numpy as np
 from sklearn.cluster import MeanShift
 
-__all__ = ["load_note", "original_clustering", "timed_original"]
+__all__ = ["load_note", "original_clustering", "speedup_note", "timed_original"]
 
 
 def original_clustering(emb: np.ndarray, fg: np.ndarray, bandwidth: float, min_size: int,
@@ -69,3 +69,11 @@ def load_note(before: tuple[float, float, float]) -> str:
         note += ("\nWARNING: something else used the cores during this run; its timings are not "
                  "figures: rerun it on an idle machine")
     return note
+
+
+def speedup_note(ratios, baseline: str) -> str:
+    """One line: the smallest and the geometric-mean speed-up over ``baseline`` (goal 20x)."""
+    ratios = np.asarray(ratios, np.float64)
+    return (f"speed-up over {baseline}: min {ratios.min():.0f}x, geometric mean "
+            f"{np.exp(np.log(ratios).mean()):.0f}x (goal >= 20x; a stopped run counts as "
+            f"--timeout seconds)")

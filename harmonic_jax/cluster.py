@@ -124,9 +124,9 @@ def _nearest(points: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.nd
     return index, dist2
 
 
-def _regroup(labels: np.ndarray, *, min_size: int, radius: float) -> np.ndarray:
+def _regroup(labels: np.ndarray, *, radius: float) -> np.ndarray:
     """Per label: parts = 8-connected components of the label grown by ``radius``, restricted to
-    the label's pixels; parts under ``min_size`` pixels dropped. Returns ids 1..K."""
+    the label's pixels. Returns ids 1..K."""
     out = np.zeros(labels.shape, np.int32)
     pad = int(np.ceil(radius)) + 1
     next_id = 1
@@ -140,12 +140,8 @@ def _regroup(labels: np.ndarray, *, min_size: int, radius: float) -> np.ndarray:
             grown = distance_transform_edt(~mask) <= radius
             parts, count = ndimage_label(grown, structure=np.ones((3, 3), bool))
             parts = np.where(mask, parts, 0)
-        keep = np.bincount(parts.ravel(), minlength=count + 1) >= max(min_size, 1)
-        keep[0] = False
-        new_ids = np.zeros(count + 1, np.int32)
-        new_ids[keep] = np.arange(next_id, next_id + keep.sum())
-        next_id += int(keep.sum())
-        out[box][mask] = new_ids[parts[mask]]
+        out[box][mask] = parts[mask] + (next_id - 1)
+        next_id += count
     return out
 
 
@@ -228,7 +224,7 @@ def split_components(
         raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
     if labels.size == 0:
         return np.zeros(labels.shape, np.int32)
-    parts = _regroup(labels, min_size=0, radius=0.0)
+    parts = _regroup(labels, radius=0.0)
     if parts.max() == 0:
         return parts
     owner = np.zeros(parts.max() + 1, np.int64)
@@ -239,7 +235,7 @@ def split_components(
     small[0] = False
     parts = np.where(small[parts], 0, parts)  # fragments that touch nothing
     if max_gap > 0:
-        parts = _regroup(owner[parts], min_size=0, radius=max_gap / 2.0)
+        parts = _regroup(owner[parts], radius=max_gap / 2.0)
     ids = np.unique(parts)
     return np.searchsorted(ids[ids > 0], parts, side="left").astype(np.int32) + (parts > 0)
 
