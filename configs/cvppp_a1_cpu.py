@@ -17,7 +17,7 @@ def get_config() -> TrainConfig:
         sinconv_kernel=3,
         lr=2e-3,
         batch_size=4,
-        steps=2500,
+        steps=2000,
         crop=(256, 256),
         scale_range=(0.8, 1.25),
         min_size=10,

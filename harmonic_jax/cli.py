@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--guides", default="configs/guides/cvppp_a1.json")
     demo.add_argument("--out", default="demo_out")
     demo.add_argument("--images", type=int, default=4)
-    demo.add_argument("--run", default="runs/cvppp_a1_cpu", help="a trained run folder")
+    demo.add_argument("--run", default=None,
+                      help="a trained run folder (default: the shipped cvppp_a1 model)")
     demo.set_defaults(func=_demo)
     return parser
 

@@ -329,6 +329,7 @@ def mean_shift(
     max_gap: float = MAX_GAP,
     max_samples: int = 4096,
     seed: int = 0,
+    largest_is_background: bool = False,
 ) -> np.ndarray:
     """Instance labels from per-pixel embeddings: :func:`cluster_labels`, then
     :func:`split_components`.
@@ -356,6 +357,8 @@ def mean_shift(
         assigned to its nearest mode. Exact sklearn clustering when the mask holds no more
         pixels than this.
       seed: seed of the subsample.
+      largest_is_background: the cluster holding the most pixels is background (for networks
+        whose background regresses one embedding of its own, without a foreground output).
 
     Returns:
       ``(H, W)`` int32: 0 = background (or a dropped fragment), 1..K instances. An empty mask
@@ -363,4 +366,8 @@ def mean_shift(
     """
     clusters = cluster_labels(embeddings, bandwidth=bandwidth, mask=mask,
                               max_samples=max_samples, seed=seed)
+    if largest_is_background and clusters.any():
+        sizes = np.bincount(clusters.ravel())
+        sizes[0] = 0
+        clusters = np.where(clusters == np.argmax(sizes), 0, clusters)
     return split_components(clusters, min_size=min_size, max_gap=max_gap)

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -20,21 +21,27 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from harmonic_jax import metrics, predict
+from harmonic_jax import cluster, metrics, predict
 from harmonic_jax.checkpoint import Checkpointer
 from harmonic_jax.config import TrainConfig
 from harmonic_jax.data import READERS, Sample, load_split, resize_sample
-from harmonic_jax.guides import load_guides
+from harmonic_jax.embedding import count_instances
+from harmonic_jax.guides import load_guides, save_guides
 from harmonic_jax.model import UNet
+from harmonic_jax.search import fit_guides
 from harmonic_jax.train import create_state, data_mesh, make_train_step, shard_batch
 
 __all__ = [
     "batch_indices",
     "build_model",
+    "check_instance_bound",
     "config_summary",
+    "derive_split",
     "evaluate",
     "fit",
+    "fit_run_guides",
     "load_run",
+    "make_optimizer",
     "stack_samples",
 ]
 
@@ -42,7 +49,47 @@ __all__ = [
 def build_model(config: TrainConfig, frame) -> UNet:
     """The U-Net a config describes, for guides defined in ``frame``."""
     return UNet(widths=tuple(config.widths), sinconv=config.sinconv, frame=tuple(frame),
-                sinconv_kernel=config.sinconv_kernel, fg_head=config.fg_head)
+                sinconv_kernel=config.sinconv_kernel, fg_head=config.fg_head, norm=config.norm)
+
+
+def make_optimizer(config: TrainConfig, steps: int) -> optax.GradientTransformation:
+    """Adam at ``config.lr``: constant (the paper's), or with ``schedule="cosine"`` a linear
+    warm-up over ``warmup_steps`` and a cosine decay to 1% of ``lr`` at ``steps``."""
+    if config.schedule == "constant":
+        return optax.adam(config.lr)
+    if config.schedule == "cosine":
+        warmup = min(config.warmup_steps, max(steps - 1, 0))
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, config.lr, warmup_steps=warmup, decay_steps=max(steps, warmup + 1),
+            end_value=0.01 * config.lr)
+        return optax.adam(schedule)
+    raise ValueError(f"schedule must be 'constant' or 'cosine', got {config.schedule!r}")
+
+
+def check_instance_bound(samples: list[Sample], max_instances: int | None) -> int:
+    """The static instance bound of a run, checked against the training labels (host side).
+
+    A crop holds at most the instances of its image, so the largest count per image bounds
+    every crop's. With ``max_instances=None`` that count is the bound.
+
+    Returns:
+      The bound to train with.
+
+    Warns:
+      UserWarning: an image has more instances than ``max_instances``; crops that hold more
+      leave the extra instances out of the loss.
+    """
+    counts = [count_instances(s.labels) for s in samples]
+    largest = max(counts, default=0)
+    if max_instances is None:
+        return max(largest, 1)
+    if largest > max_instances:
+        worst = samples[int(np.argmax(counts))].name
+        warnings.warn(
+            f"training image {worst} has {largest} instances, more than max_instances="
+            f"{max_instances}: in crops holding more, the instances beyond the bound leave the "
+            f"loss; set max_instances={largest} (or None) to train on all of them", stacklevel=2)
+    return max_instances
 
 
 def stack_samples(samples: list[Sample]) -> dict:
@@ -73,16 +120,26 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
 
 
 def evaluate(model, variables, guide_params, samples: list[Sample], config: TrainConfig) -> dict:
-    """Mean SBD and |DiC| over ``samples``: mean-shift inside each image's foreground mask (the
-    predicted one when the network has a foreground head)."""
-    sbd, dic = [], []
+    """Mean SBD and |DiC| over ``samples``.
+
+    Returns:
+      ``{"sbd", "abs_dic"}``: mean-shift inside the predicted foreground (what a user gets) when
+      the network has a foreground head, else inside the true foreground; with a head, also
+      ``{"sbd_true_fg", "abs_dic_true_fg"}`` inside the true foreground (the paper's protocol).
+    """
+    scores = {"sbd": [], "abs_dic": []}
+    if model.fg_head:
+        scores.update(sbd_true_fg=[], abs_dic_true_fg=[])
     for s in samples:
-        pred = predict.segment(model, variables, guide_params, s.image,
-                               fg_mask=None if model.fg_head else s.fg,
-                               **config.cluster_kwargs())
-        sbd.append(metrics.sbd(pred, s.labels))
-        dic.append(abs(metrics.dic(pred, s.labels)))
-    return {"sbd": float(np.mean(sbd)), "abs_dic": float(np.mean(dic))}
+        out = predict.predict(model, variables, guide_params, s.image)
+        emb, prob = (np.asarray(out[0]), np.asarray(out[1])) if model.fg_head else \
+            (np.asarray(out), None)
+        masks = {"": s.fg} if prob is None else {"": prob > 0.5, "_true_fg": s.fg}
+        for suffix, mask in masks.items():
+            pred = cluster.mean_shift(emb, mask=mask, **config.cluster_kwargs())
+            scores["sbd" + suffix].append(metrics.sbd(pred, s.labels))
+            scores["abs_dic" + suffix].append(abs(metrics.dic(pred, s.labels)))
+    return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
 def _load(config: TrainConfig, subset: str, limit: int | None) -> list[Sample]:
@@ -96,46 +153,133 @@ def _load(config: TrainConfig, subset: str, limit: int | None) -> list[Sample]:
     return samples if config.resize == 1.0 else [resize_sample(s, config.resize) for s in samples]
 
 
-def _prepare_workdir(config: TrainConfig, workdir: Path, image_channels: int) -> None:
-    """Writes config.json (plus the input channels) and guides.json; refuses another config."""
-    workdir.mkdir(parents=True, exist_ok=True)
+def derive_split(config: TrainConfig, workdir: Path, test_fraction: float = 0.2) -> Path:
+    """The run's ``split.json`` (``{"train": [...], "test": [...]}``), written on first use: a
+    seeded random ``test_fraction`` of the dataset's images (at least one) is held out.
+
+    Raises:
+      ValueError: the dataset holds fewer than two images.
+    """
+    path = workdir / "split.json"
+    if path.is_file():
+        return path
+    names = [s.name for s in READERS[config.dataset](config.data, None)]
+    if len(names) < 2:
+        raise ValueError(f"{config.data} holds {len(names)} image(s); a run needs at least two "
+                         "(training and held out)")
+    order = np.random.default_rng(config.seed).permutation(len(names))
+    held = max(1, round(test_fraction * len(names)))
+    split = {"train": sorted(names[i] for i in order[held:]),
+             "test": sorted(names[i] for i in order[:held])}
+    path.write_text(json.dumps(split, indent=1))
+    return path
+
+
+def fit_run_guides(config: TrainConfig, workdir: Path, samples: list[Sample], *,
+                   progress: bool = True) -> Path:
+    """The run's ``guides.json``, fitted on first use on the training labels (as the network sees
+    them, after ``resize``) in the frame of a training crop, with the search's defaults and the
+    config's bandwidth as the margin."""
+    path = workdir / "guides.json"
+    if path.is_file():
+        return path
+    frame = tuple(config.crop)
+    result = fit_guides([s.labels for s in samples], frame=frame, margin=config.bandwidth,
+                        key=jax.random.PRNGKey(config.seed), progress=progress)
+    save_guides(path, result.params, family="sine", frame=[round(f / config.resize) for f in frame],
+                margin=result.margin, norm=result.norm, headroom=result.headroom,
+                min_l2=result.min_distance, p01_l2=result.p01_distance,
+                source=f"fitted by harmonic_jax.fit on the {len(samples)} training images of "
+                       f"{config.data}")
+    return path
+
+
+_FREE = ("steps", "epochs", "eval_every", "checkpoint_every", "log_every")
+_RESOLVED = {"split": "auto", "guides": "auto", "max_instances": None}  # filled in by the run
+
+
+def _check_workdir(config: TrainConfig, workdir: Path) -> None:
+    """Refuses to continue a run folder with another config, before anything is written to it.
+
+    The book-keeping fields may change (``steps`` too, to train longer, unless a learning-rate
+    schedule depends on it); settings a run derives (``split=auto``, ``guides=auto``,
+    ``max_instances=None``) match whatever it derived; fields a run folder predates compare
+    with their defaults.
+    """
     saved = workdir / "config.json"
+    if not saved.exists():
+        return
+    before = json.loads(saved.read_text())
+    default = json.loads(TrainConfig().to_json())
+    free = set(_FREE) if config.schedule == "constant" else set(_FREE) - {"steps", "epochs"}
+    changed = {}
+    for key, value in json.loads(config.to_json()).items():
+        old = before.get(key, default[key])
+        if key in free or (key in _RESOLVED and value == _RESOLVED[key]) or old == value:
+            continue
+        changed[key] = (old, value)
+    if changed:
+        raise ValueError(f"{workdir} holds a run with another config ({changed}); use a new "
+                         "workdir or the same settings")
+
+
+def _prepare_workdir(config: TrainConfig, workdir: Path, image_channels: int) -> None:
+    """Writes config.json (plus the input channels) and guides.json."""
     record = dict(json.loads(config.to_json()), image_channels=image_channels)
-    if saved.exists():
-        before = json.loads(saved.read_text())
-        changed = {k: (before.get(k), v) for k, v in record.items()
-                   if before.get(k) != v and k not in ("steps", "epochs", "eval_every",
-                                                       "checkpoint_every", "log_every")}
-        if changed:
-            raise ValueError(f"{workdir} holds a run with another config ({changed}); "
-                             "use a new workdir or the same settings")
-    saved.write_text(json.dumps(record, indent=1))
-    shutil.copyfile(config.guides, workdir / "guides.json")
+    (workdir / "config.json").write_text(json.dumps(record, indent=1))
+    if Path(config.guides).resolve() != (workdir / "guides.json").resolve():
+        shutil.copyfile(config.guides, workdir / "guides.json")
+
+
+def _resume_log(path: Path, start_step: int) -> float:
+    """Drops log lines past ``start_step`` (logged after the checkpoint a run resumes from) and
+    returns the training seconds logged up to it (0 for a fresh run)."""
+    if not path.exists():
+        return 0.0
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    kept = [x for x in lines if x["step"] <= start_step]
+    path.write_text("".join(json.dumps(x) + "\n" for x in kept))
+    return max((x.get("seconds", 0.0) for x in kept), default=0.0)
 
 
 def fit(config: TrainConfig, *, progress: bool = True) -> dict:
     """Trains (or resumes) the run described by ``config``.
 
     Returns:
-      ``{"step", "seconds", "val": {"sbd", "abs_dic"} | None, "workdir", "state", "model"}``:
-      ``val`` from the last validation of this call, ``state`` the final :class:`TrainState`.
+      ``{"step", "seconds", "train_seconds", "val", "workdir", "state", "model"}``: ``seconds``
+      of this call; ``train_seconds`` the run's training time over all its sessions (validation
+      excluded); ``val`` the last validation of this call (see :func:`evaluate`) or ``None``;
+      ``state`` the final :class:`TrainState`.
     """
+    if not config.data:
+        raise ValueError(f"config {config.name!r} names no data folder: set data=DIR "
+                         "(e.g. harmonic-jax train --config ... --set data=DIR)")
     workdir = Path(config.workdir)
-    if not Path(config.guides).is_file():
+    _check_workdir(config, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if config.split == "auto":
+        config = dataclasses.replace(config, split=str(derive_split(config, workdir)))
+    if config.guides != "auto" and not Path(config.guides).is_file():
         raise FileNotFoundError(
             f"guide file {config.guides} does not exist: fit guides on the training labels first "
-            f"(harmonic-jax fit-guides ... --out {config.guides}, or search.fit_guides)")
-    guide_params, meta = load_guides(config.guides)
+            f"(harmonic-jax fit-guides ... --out {config.guides}, or search.fit_guides), or set "
+            f"guides=auto to fit them into the run folder")
     train_samples = _load(config, config.train_subset, config.train_limit)
+    if config.guides == "auto":
+        config = dataclasses.replace(config, guides=str(fit_run_guides(
+            config, workdir, train_samples, progress=progress)))
+    guide_params, meta = load_guides(config.guides)
     val_samples = _load(config, config.val_subset, config.val_limit) if config.val_subset else []
     data = stack_samples(train_samples)
+    config = dataclasses.replace(
+        config, max_instances=check_instance_bound(train_samples, config.max_instances))
     _prepare_workdir(config, workdir, data["image"].shape[-1])
     n = len(train_samples)
     steps = config.steps or config.epochs * max(n // config.batch_size, 1)
 
     frame = tuple(round(f * config.resize) for f in meta["frame"])
     model = build_model(config, frame)
-    optimizer = optax.adam(config.lr)
+    optimizer = make_optimizer(config, steps)
     mesh = data_mesh() if config.data_parallel and jax.local_device_count() > 1 else None
     if mesh is not None and config.batch_size % mesh.devices.size:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
@@ -143,16 +287,22 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
     step_fn = make_train_step(
         model, optimizer, crop=config.crop, scale_range=config.scale_range, flip=config.flip,
         max_instances=config.max_instances, weighting=config.instance_weighting,
-        fg_loss_weight=config.fg_loss_weight, mesh=mesh,
+        fg_loss_weight=config.fg_loss_weight, pull_weight=config.pull_weight,
+        background=config.background_instance, mesh=mesh,
     )
     fresh = create_state(model, optimizer, guide_params, key=jax.random.PRNGKey(config.seed),
                          image_shape=(*config.crop, data["image"].shape[-1]))
     checkpointer = Checkpointer(workdir, keep_last=config.keep_last)
     state = checkpointer.restore(fresh) or fresh
     start_step = int(state.step)
+    trained = _resume_log(workdir / "metrics.jsonl", start_step)
     log = (workdir / "metrics.jsonl").open("a")
     val = None
-    start = time.perf_counter()
+    start, eval_seconds = time.perf_counter(), 0.0
+
+    def train_seconds() -> float:
+        """Training wall time of the run so far (all sessions), validation excluded."""
+        return trained + time.perf_counter() - start - eval_seconds
     bar = tqdm(total=steps, initial=start_step, desc=config.name, disable=not progress,
                mininterval=1.0)
     seen, tick = 0, time.perf_counter()
@@ -169,25 +319,31 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
                 rate = seen / (time.perf_counter() - tick)
                 seen, tick = 0, time.perf_counter()
                 bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{rate:.1f}")
-                log.write(json.dumps({"step": done, **values, "images_per_s": rate}) + "\n")
+                log.write(json.dumps({"step": done, **values, "images_per_s": rate,
+                                      "seconds": train_seconds()}) + "\n")
                 log.flush()
             if done % config.checkpoint_every == 0 or done == steps:
                 checkpointer.save(state)
             if val_samples and (done % config.eval_every == 0 or done == steps):
                 variables = {"params": state.params, "batch_stats": state.batch_stats}
+                tock = time.perf_counter()
                 val = evaluate(model, variables, state.guide_params, val_samples, config)
-                log.write(json.dumps({"step": done, "val_sbd": val["sbd"],
-                                      "val_abs_dic": val["abs_dic"]}) + "\n")
+                eval_seconds += time.perf_counter() - tock
+                log.write(json.dumps({"step": done, "seconds": train_seconds(),
+                                      **{f"val_{k}": v for k, v in val.items()}}) + "\n")
                 log.flush()
                 checkpointer.save(state, best_metrics=val)
+                true_fg = (f" (true foreground: SBD {val['sbd_true_fg']:.4f}, |DiC| "
+                           f"{val['abs_dic_true_fg']:.2f})" if "sbd_true_fg" in val else "")
                 tqdm.write(f"step {done}: validation SBD {val['sbd']:.4f}, "
-                           f"|DiC| {val['abs_dic']:.2f}")
+                           f"|DiC| {val['abs_dic']:.2f}{true_fg}")
     finally:
         bar.close()
         log.close()
         checkpointer.close()
-    return {"step": int(state.step), "seconds": time.perf_counter() - start, "val": val,
-            "workdir": str(workdir), "state": state, "model": model}
+    return {"step": int(state.step), "seconds": time.perf_counter() - start,
+            "train_seconds": train_seconds(), "val": val, "workdir": str(workdir),
+            "state": state, "model": model}
 
 
 def load_run(workdir: str | Path, *, best: bool = True):
@@ -212,7 +368,7 @@ def load_run(workdir: str | Path, *, best: bool = True):
     model = build_model(config, frame)
     channels = fields["image_channels"]
     abstract = jax.eval_shape(lambda: create_state(
-        model, optax.adam(config.lr), guide_params, key=jax.random.PRNGKey(0),
+        model, make_optimizer(config, config.steps or 1), guide_params, key=jax.random.PRNGKey(0),
         image_shape=(*config.crop, channels)))
     checkpointer = Checkpointer(workdir, keep_last=config.keep_last)
     try:

@@ -13,6 +13,7 @@ guide_params=..., offset=...)``. ``offset`` gives each image's top-left pixel in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -91,18 +92,30 @@ class SinConv(nn.Module):
         return nn.Conv(self.features, (self.kernel_size,) * 2, padding=pad, dtype=self.dtype)(x)
 
 
+def _norm(kind: str, features: int, train: bool, dtype) -> nn.Module:
+    """BatchNorm (the original's) or GroupNorm (batch-independent: groups of ``gcd(8, features)``
+    channels)."""
+    if kind == "batch":
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                            dtype=dtype)
+    if kind == "group":
+        return nn.GroupNorm(num_groups=None, group_size=math.gcd(8, features), epsilon=1e-5,
+                            dtype=dtype)
+    raise ValueError(f"norm must be 'batch' or 'group', got {kind!r}")
+
+
 class DoubleConv(nn.Module):
-    """(3x3 conv -> BatchNorm -> ReLU) x 2."""
+    """(3x3 conv -> normalisation -> ReLU) x 2."""
 
     features: int
     dtype: jnp.dtype = jnp.float32
+    norm: str = "batch"
 
     @nn.compact
     def __call__(self, x, train: bool):
         for _ in range(2):
             x = nn.Conv(self.features, (3, 3), padding=1, dtype=self.dtype)(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                             dtype=self.dtype)(x)
+            x = _norm(self.norm, self.features, train, self.dtype)(x)
             x = nn.relu(x)
         return x
 
@@ -118,6 +131,7 @@ class UNet(nn.Module):
       frame: guide reference frame ``(H, W)``; ``None``: the input size.
       sinconv_kernel: kernel size of the SinConv layers.
       fg_head: add a 1x1 foreground-logit head.
+      norm: ``"batch"`` (the original's BatchNorm) or ``"group"`` (GroupNorm, 8 channels a group).
       dtype: computation dtype (``jnp.bfloat16`` on GPU); parameters stay float32.
     """
 
@@ -128,6 +142,7 @@ class UNet(nn.Module):
     frame: tuple[int, int] | None = None
     sinconv_kernel: int = 7
     fg_head: bool = False
+    norm: str = "batch"
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -169,7 +184,7 @@ class UNet(nn.Module):
         for level, features in enumerate(self.widths):
             if level:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
-            x = DoubleConv(features, self.dtype)(x, train)
+            x = DoubleConv(features, self.dtype, self.norm)(x, train)
             skips.append(x)
         x = skips.pop()
         for level in range(depth):
@@ -179,7 +194,7 @@ class UNet(nn.Module):
                               (0, skip.shape[2] - up.shape[2]), (0, 0)))
             features = self.widths[max(depth - 2 - level, 0)]
             x = sin_conv(jnp.concatenate([skip, up], axis=-1), features, 2 ** (depth - 1 - level))
-            x = DoubleConv(features, self.dtype)(x, train)
+            x = DoubleConv(features, self.dtype, self.norm)(x, train)
         x = sin_conv(x, self.widths[0], 1)
         emb = nn.Conv(self.out_channels, (1, 1), dtype=self.dtype)(x)
         emb = emb[:, :height, :width].astype(jnp.float32)

@@ -56,23 +56,34 @@ def predict(model, variables, guide_params, images: ArrayLike, *, offset: ArrayL
 
 def segment(model, variables, guide_params, image: ArrayLike, *, fg_mask: ArrayLike | None = None,
             bandwidth: float = 0.5, min_size: int = cluster.MIN_SIZE,
-            max_gap: float = cluster.MAX_GAP,
-            fg_threshold: float = 0.5, return_embedding: bool = False):
+            max_gap: float = cluster.MAX_GAP, fg_threshold: float = 0.5,
+            background_instance: bool = False, return_embedding: bool = False):
     """Instance labels for one ``(H, W, C)`` image: :func:`predict`, then mean-shift on the host.
 
     The foreground is ``fg_mask`` when given, else the network's foreground head (probability
-    above ``fg_threshold``), else every pixel. ``bandwidth``, ``min_size`` and ``max_gap`` are
+    above ``fg_threshold``). A network with neither must have been trained with
+    ``background_instance`` (its background regresses an embedding of its own): pass
+    ``background_instance=True`` and every pixel is clustered, the cluster holding the most
+    pixels being the background. ``bandwidth``, ``min_size`` and ``max_gap`` are
     :func:`~harmonic_jax.cluster.mean_shift`'s (same defaults, measured there).
 
     Returns:
       ``(H, W)`` int32, 0 = background; with ``return_embedding``, also the ``(H, W, N)`` float32
       embedding that was clustered.
+
+    Raises:
+      ValueError: no mask, no foreground head and ``background_instance`` false: the paper's
+        objective leaves the background's embedding free, so its pixels would come back as
+        instances.
     """
+    if fg_mask is None and not model.fg_head and not background_instance:
+        raise ValueError("the model has no foreground output: pass fg_mask, or "
+                         "background_instance=True for a model trained with it")
     out = predict(model, variables, guide_params, image)
     emb, prob = out if model.fg_head else (out, None)
+    emb = np.asarray(emb)
     if fg_mask is None and prob is not None:
         fg_mask = np.asarray(prob) > fg_threshold
-    emb = np.asarray(emb)
     labels = cluster.mean_shift(emb, bandwidth=bandwidth, mask=fg_mask, min_size=min_size,
-                                max_gap=max_gap)
+                                max_gap=max_gap, largest_is_background=fg_mask is None)
     return (labels, emb) if return_embedding else labels

@@ -33,6 +33,7 @@ __all__ = [
     "data_mesh",
     "embedding_loss",
     "make_train_step",
+    "pull_loss",
     "shard_batch",
     "targets_for",
 ]
@@ -64,27 +65,76 @@ def embedding_loss(
     return jnp.sum(l1 * weighted) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def targets_for(guide_params, labels, offsets, *, family, frame, max_instances, weighting=False):
-    """Target embeddings of a batch of crops, and optional 1/log(area) pixel weights (jittable).
+def pull_loss(pred: jax.Array, segments: jax.Array, mask: jax.Array,
+              num_segments: int) -> jax.Array:
+    """Mean L1 distance of each pixel's prediction to its segment's mean prediction.
+
+    The pull term of De Brabandere et al. (2017) without its hinge, in eq. 5's L1:
+
+    .. math:: L_{pull} = \\frac{1}{|M|} \\sum_{(x, y) \\in M}
+        \\lVert E[x, y] - \\bar E_{S(x, y)} \\rVert_1, \\quad
+        \\bar E_S = \\frac{1}{|S|} \\sum_{(u, v) \\in S} E[u, v]
+
+    Eq. 5 alone lets a network follow the guide maps inside an instance (its mean is right, its
+    pixels are not); this term asks directly for what mean-shift needs, one value per instance.
+
+    Args:
+      pred: ``(B, H, W, N)`` float predictions.
+      segments: ``(B, H, W)`` int32 segment ids in ``0..num_segments`` (``num_segments``: none).
+      mask: ``(B, H, W)`` bool, the pixels that count.
+      num_segments: static number of segments averaged.
+
+    Returns:
+      Scalar float32; 0 when ``mask`` is empty.
+    """
+    chex.assert_rank(pred, 4)
+    chex.assert_equal_shape([pred[..., 0], segments, mask])
+
+    def one(p, seg):
+        means, _ = segment_embeddings(p.astype(jnp.float32), seg, num_segments)
+        means = jnp.concatenate([means, jnp.zeros((1, means.shape[1]), means.dtype)])
+        return jnp.sum(jnp.abs(p.astype(jnp.float32) - means[seg]), axis=-1)
+
+    dist = jax.vmap(one)(pred, segments)
+    weight = mask.astype(jnp.float32)
+    return jnp.sum(dist * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def targets_for(guide_params, labels, offsets, *, family, frame, max_instances, weighting=False,
+                background=False):
+    """Target embeddings of a batch of crops, pixel weights and segment ids (jittable).
 
     Args:
       labels: ``(B, H, W)`` int32 crops; offsets: ``(B, 2)`` crop positions in the guide frame.
+      max_instances: static bound ``M`` on the instances of one crop.
+      weighting: per-pixel weights ``1 / log(area)`` of the pixel's segment (else ones).
+      background: the background is an instance with its own target, the mean of the guide
+        maps over the crop's background (eq. 5 summed over the full image); else its target is 0
+        and it is left out of the loss.
 
     Returns:
-      ``targets (B, H, W, N)`` float32 (background 0) and ``weights (B, H, W)`` float32 (ones
-      without weighting).
+      ``targets (B, H, W, N)`` float32, ``weights (B, H, W)`` float32 (0 on pixels out of the
+      loss) and ``segments (B, H, W)`` int32: ``0..M-1`` the instances (k-th smallest id), ``M``
+      the background and ``M + 1`` the pixels of instances beyond the ``M`` smallest ids, which
+      must leave the loss.
     """
     fam = get_family(family)
     _, height, width = labels.shape
+    m = max_instances
 
     def one(lab, off):
         maps = fam.maps(guide_params, height, width, stride=1, offset=off, frame=frame)
-        dense, _ = relabel(lab, max_instances)
-        means, counts = segment_embeddings(maps, dense, max_instances)
+        dense, _ = relabel(lab, m)
+        seg = jnp.where((lab > 0) & (dense == m), m + 1, dense)
+        means, counts = segment_embeddings(maps, seg, m + 1)  # rows 0..M: instances, background
+        if not background:
+            means = means.at[m].set(0.0)
         means = jnp.concatenate([means, jnp.zeros((1, means.shape[1]), means.dtype)])
-        weight = 1.0 / jnp.log(jnp.maximum(counts, 3.0))
+        weight = 1.0 / jnp.log(jnp.maximum(counts, 3.0)) if weighting else jnp.ones_like(counts)
+        if not background:
+            weight = weight.at[m].set(0.0)
         weight = jnp.concatenate([weight, jnp.zeros((1,), weight.dtype)])
-        return means[dense], weight[dense] if weighting else jnp.ones(lab.shape, jnp.float32)
+        return means[seg], weight[seg], seg
 
     return jax.vmap(one)(labels, offsets)
 
@@ -132,17 +182,19 @@ def create_state(model: nn.Module, optimizer, guide_params, *, key, image_shape)
 
 
 def _train_step(state: TrainState, batch: dict, *, model, optimizer, crop, scale_range, flip,
-                max_instances, weighting, fg_loss_weight):
+                max_instances, weighting, fg_loss_weight, pull_weight, background):
     """One optimisation step on a batch of whole images; see :func:`make_train_step`."""
     images, labels, sizes = batch["image"], batch["labels"], batch["size"]
     keys = jax.random.split(jax.random.fold_in(state.rng, state.step), images.shape[0])
     view = functools.partial(random_view, crop=crop, scale_range=scale_range, flip=flip)
     images, labels, offsets = jax.vmap(view)(keys, images, labels, sizes)
     images = images / 255.0 - 0.5
-    targets, weights = targets_for(state.guide_params, labels, offsets, family=model.family,
-                                   frame=model.frame, max_instances=max_instances,
-                                   weighting=weighting)
+    targets, weights, segments = targets_for(
+        state.guide_params, labels, offsets, family=model.family, frame=model.frame,
+        max_instances=max_instances, weighting=weighting, background=background)
     fg = labels > 0
+    # Pixels of instances beyond max_instances leave the loss (segment M + 1).
+    counted = segments <= max_instances if background else segments < max_instances
 
     def loss_fn(params):
         out, updates = model.apply(
@@ -150,9 +202,14 @@ def _train_step(state: TrainState, batch: dict, *, model, optimizer, crop, scale
             guide_params=state.guide_params, offset=offsets, train=True,
             mutable=["batch_stats"],
         )
+        updates = {"batch_stats": updates.get("batch_stats", state.batch_stats)}
         emb, logit = out if model.fg_head else (out, None)
-        loss = embedding_loss(emb, targets, fg, weights)
+        loss = embedding_loss(emb, targets, counted, weights)
         metrics = {"embedding_loss": loss}
+        if pull_weight:
+            pull = pull_loss(emb, segments, counted, max_instances + 1)
+            metrics["pull_loss"] = pull
+            loss = loss + pull_weight * pull
         if logit is not None:
             bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logit, fg.astype(jnp.float32)))
             metrics["fg_loss"] = bce
@@ -193,8 +250,14 @@ def shard_batch(batch: dict, mesh: Mesh | None) -> dict:
 
 
 def make_train_step(model, optimizer, *, crop, scale_range=(0.75, 1.25), flip=True,
-                    max_instances=32, weighting=False, fg_loss_weight=1.0, mesh=None):
+                    max_instances=32, weighting=False, fg_loss_weight=10.0, pull_weight=0.0,
+                    background=False, mesh=None):
     """Builds the jitted ``train_step(state, batch) -> (state, metrics)``; the state is donated.
+
+    The loss is eq. 5 (:func:`embedding_loss`, over the foreground, or over every pixel with
+    ``background``; see :func:`targets_for`), plus ``pull_weight`` times :func:`pull_loss` and,
+    for a model with a foreground head, ``fg_loss_weight`` times the head's binary cross-entropy
+    against ``labels > 0``. Pixels of instances beyond ``max_instances`` leave the loss.
 
     ``batch`` holds ``image (B, H, W, C)`` (0-255), ``labels (B, H, W)`` int32 and ``size (B, 2)``
     int32 (true sizes inside padded arrays). With ``mesh``, put batches on the devices with
@@ -203,7 +266,8 @@ def make_train_step(model, optimizer, *, crop, scale_range=(0.75, 1.25), flip=Tr
     step = functools.partial(
         _train_step, model=model, optimizer=optimizer, crop=tuple(crop),
         scale_range=tuple(scale_range), flip=flip, max_instances=max_instances,
-        weighting=weighting, fg_loss_weight=fg_loss_weight,
+        weighting=weighting, fg_loss_weight=fg_loss_weight, pull_weight=pull_weight,
+        background=background,
     )
     if mesh is None:
         return jax.jit(step, donate_argnums=0)

@@ -14,7 +14,7 @@ import pytest
 from harmonic_jax import guides, train
 from harmonic_jax.checkpoint import Checkpointer, CheckpointError, state_digest
 from harmonic_jax.config import load_config
-from harmonic_jax.fit import build_model
+from harmonic_jax.fit import build_model, make_optimizer
 from harmonic_jax.model import compact_unet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def _command(workdir):
 def _final_params(workdir):
     config = load_config(ROOT / "configs/tiny.py", [*TINY, f"workdir={workdir}"])
     model = build_model(config, (112, 112))
-    fresh = train.create_state(model, optax.adam(config.lr),
+    fresh = train.create_state(model, make_optimizer(config, config.steps),
                                guides.load_guides(ROOT / config.guides)[0],
                                key=jax.random.PRNGKey(0), image_shape=(64, 64, 3))
     checkpointer = Checkpointer(workdir)

@@ -114,6 +114,20 @@ def test_dropped_speck_never_bridges_twins():
     assert parts.max() == 2 and parts[10, 50] == 0
 
 
+def test_largest_cluster_as_background():
+    rng = np.random.default_rng(4)
+    emb = np.zeros((20, 20, 3))
+    emb[2:6, 2:6] = [2.0, 0, 0]
+    emb[10:15, 3:9] = [0, 2.0, 0]
+    emb = (emb + rng.normal(0, 0.02, emb.shape)).astype(np.float32)
+    labels = cluster.mean_shift(emb, min_size=0, largest_is_background=True)
+    assert np.all(labels[(emb[..., :2] < 1).all(-1)] == 0)  # the big zero cluster
+    assert len(np.unique(labels[2:6, 2:6])) == 1 and len(np.unique(labels[10:15, 3:9])) == 1
+    assert set(np.unique(labels)) == {0, 1, 2}
+    assert cluster.mean_shift(np.zeros((4, 4, 2), np.float32), mask=np.zeros((4, 4), bool),
+                              largest_is_background=True).max() == 0
+
+
 def test_empty_and_zero_size_inputs():
     assert cluster.split_components(np.zeros((0, 0), np.int32)).shape == (0, 0)
     assert cluster.mean_shift(np.zeros((0, 4, 3), np.float32)).shape == (0, 4)

@@ -77,7 +77,7 @@ def test_bad_model_input():
 
 
 def test_predict_and_segment():
-    from harmonic_jax import predict
+    from harmonic_jax import cluster, predict
 
     model = compact_unet(widths=(4, 8), sinconv_kernel=3, frame=(16, 16), fg_head=True)
     image = np.random.default_rng(0).integers(0, 255, (20, 24, 3)).astype(np.uint8)
@@ -91,5 +91,31 @@ def test_predict_and_segment():
     assert labels.shape == (20, 24) and labels.dtype == np.int32 and labels.min() >= 1
     none = predict.segment(model, variables, GUIDES, image, fg_mask=np.zeros((20, 24), bool))
     assert none.max() == 0
+    # No foreground output and no mask: the largest cluster is the background.
+    plain = compact_unet(widths=(4, 8), sinconv_kernel=3, frame=(16, 16), fg_head=False)
+    plain_vars = jax.jit(lambda: plain.init(jax.random.PRNGKey(0), jnp.zeros((1, 20, 24, 3)),
+                                            guide_params=GUIDES))()
+    emb = np.asarray(predict.predict(plain, plain_vars, GUIDES, image))
+    clusters = cluster.cluster_labels(emb)
+    largest = np.argmax(np.bincount(clusters.ravel()))
+    labels = predict.segment(plain, plain_vars, GUIDES, image, min_size=0, max_gap=0,
+                             background_instance=True)
+    assert np.all(labels[clusters == largest] == 0) and np.all(labels[clusters != largest] > 0)
+    with pytest.raises(ValueError, match="no foreground output: pass fg_mask"):
+        predict.segment(plain, plain_vars, GUIDES, image)
     with pytest.raises(ValueError, match="images must be"):
         predict.predict(model, variables, GUIDES, image[..., 0])
+
+
+def test_group_norm_is_batch_independent():
+    model = compact_unet(widths=(8, 16), sinconv_kernel=3, frame=(16, 16), norm="group")
+    images = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+    variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), images[:1],
+                                           guide_params=GUIDES))()
+    assert "batch_stats" not in variables
+    both = model.apply(variables, images, guide_params=GUIDES, train=True)
+    alone = model.apply(variables, images[:1], guide_params=GUIDES, train=True)
+    np.testing.assert_allclose(both[:1], alone, atol=1e-5)  # the batch does not leak in
+    with pytest.raises(ValueError, match="norm must be 'batch' or 'group'"):
+        compact_unet(widths=(8, 16), norm="layer").init(jax.random.PRNGKey(0), images,
+                                                         guide_params=GUIDES)

@@ -31,14 +31,61 @@ def test_targets_match_embedding_module():
     labels = np.zeros((2, 16, 16), np.int32)
     labels[0, 2:6, 3:9], labels[0, 9:14, 1:5], labels[1, 4:12, 4:12] = 3, 8, 1
     offsets = jnp.array([[0.0, 0.0], [5.0, 7.0]])
-    targets, weights = train.targets_for(GUIDES, jnp.asarray(labels), offsets, family="sine",
-                                         frame=(32, 32), max_instances=4, weighting=True)
+    targets, weights, segments = train.targets_for(
+        GUIDES, jnp.asarray(labels), offsets, family="sine", frame=(32, 32), max_instances=4,
+        weighting=True)
     for b in range(2):
         maps = guides.sine(GUIDES, 16, 16, offset=offsets[b], frame=(32, 32))
         np.testing.assert_allclose(targets[b], embedding.target_embedding(maps, labels[b]),
                                    atol=1e-6)
     np.testing.assert_allclose(weights[1][labels[1] == 1], 1 / np.log(64), rtol=1e-6)
     assert float(weights[0][labels[0] == 0].max()) == 0.0
+    # Segments: k-th smallest id -> k, background -> M.
+    expected = np.select([labels == 3, labels == 8, labels == 1], [0, 1, 0], 4)
+    np.testing.assert_array_equal(segments, expected)
+
+
+def test_instances_beyond_the_bound_leave_the_loss_and_background_can_be_an_instance():
+    labels = np.zeros((1, 16, 16), np.int32)
+    labels[0, 1:5, 1:5], labels[0, 1:5, 8:12], labels[0, 9:14, 2:9] = 5, 6, 7
+    args = dict(family="sine", frame=(16, 16), max_instances=2)
+    targets, weights, segments = train.targets_for(GUIDES, jnp.asarray(labels),
+                                                   jnp.zeros((1, 2)), **args)
+    overflow = labels[0] == 7  # the third id with room for two
+    assert np.all(np.asarray(segments[0])[overflow] == 3)  # M + 1: out of the loss
+    assert float(weights[0][overflow].max()) == 0.0 and float(weights[0][labels[0] == 5].min()) == 1
+    # Background as an instance: its target is the mean of the maps over the background.
+    targets, weights, segments = train.targets_for(GUIDES, jnp.asarray(labels),
+                                                   jnp.zeros((1, 2)), background=True, **args)
+    maps = np.asarray(guides.sine(GUIDES, 16, 16, frame=(16, 16)), np.float64)
+    bg = labels[0] == 0
+    np.testing.assert_allclose(np.asarray(targets[0])[bg], np.broadcast_to(
+        maps[bg].mean(0), (bg.sum(), 12)), atol=1e-6)
+    assert np.all(np.asarray(segments[0])[bg] == 2) and float(weights[0][bg].min()) == 1.0
+
+
+def test_pull_loss_matches_float64_loop():
+    rng = np.random.default_rng(3)
+    pred = rng.normal(size=(2, 6, 7, 3))
+    segments = rng.integers(0, 4, (2, 6, 7))  # 0..2 segments, 3 = none
+    mask = rng.random((2, 6, 7)) > 0.3
+    total, count = 0.0, 0
+    for b in range(2):
+        for y in range(6):
+            for x in range(7):
+                if not mask[b, y, x]:
+                    continue
+                s = segments[b, y, x]
+                mean = pred[b][segments[b] == s].mean(0) if s < 3 else np.zeros(3)
+                total += np.abs(pred[b, y, x] - mean).sum()
+                count += 1
+    got = train.pull_loss(jnp.asarray(pred, jnp.float32), jnp.asarray(segments, jnp.int32),
+                          jnp.asarray(mask), 3)
+    np.testing.assert_allclose(float(got), total / count, rtol=1e-5)
+    # Constant predictions per segment: no pull.
+    flat = np.take(rng.normal(size=(4, 3)), segments, axis=0)
+    assert float(train.pull_loss(jnp.asarray(flat, jnp.float32), jnp.asarray(segments, jnp.int32),
+                                 jnp.asarray(segments < 3), 3)) < 1e-6
 
 
 def test_augmentation_keeps_label_ids_and_tracks_the_offset():

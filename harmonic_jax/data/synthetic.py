@@ -3,16 +3,21 @@
 CVPPP plants have 11-20 large leaves; microscopy often has hundreds of small touching objects,
 where guides and clustering fail in other ways (more pairs to separate, tiny objects whose
 embeddings are single guide values). :func:`touching_blobs` makes such label images from a seed,
-so benchmarks and tests can measure on them without any download.
+so benchmarks and tests can measure on them without any download; :func:`render_blobs` turns one
+into a microscopy-like image (textured nuclei with dim rims on a noisy background) and
+:func:`write_blob_folder` writes a dataset in the generic ``images/`` + ``labels/`` layout.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-from scipy.ndimage import find_objects
+from PIL import Image
+from scipy.ndimage import distance_transform_edt, find_objects, gaussian_filter
 from scipy.ndimage import label as ndimage_label
 
-__all__ = ["touching_blobs"]
+__all__ = ["render_blobs", "touching_blobs", "write_blob_folder"]
 
 
 def touching_blobs(
@@ -83,3 +88,60 @@ def touching_blobs(
     new_ids = np.zeros(n + 1, np.int32)
     new_ids[keep] = np.arange(1, int(keep.sum()) + 1)
     return new_ids[labels]
+
+
+def render_blobs(labels: np.ndarray, seed: int, *, noise: float = 12.0) -> np.ndarray:
+    """A grey-level image of a label image, like stained nuclei (deterministic in ``seed``).
+
+    Each object gets its own brightness (uniform in [110, 230]) times a profile that dims
+    towards its border (1 at 4 px or more inside, 0.55 on the border), so that touching objects
+    are told apart by a dim seam as in real nuclei; a smooth texture (Gaussian noise blurred
+    over 2 px, 15% of the brightness) and white noise of standard deviation ``noise`` grey levels
+    are added on a background of level 20.
+
+    Args:
+      labels: ``(H, W)`` int label image (0 = background).
+      seed: seed of the brightness, texture and noise.
+
+    Returns:
+      ``(H, W, 3)`` uint8 (three equal channels).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
+    rng = np.random.default_rng(seed)
+    brightness = rng.uniform(110.0, 230.0, int(labels.max()) + 1)
+    brightness[0] = 20.0
+    # Distance to the nearest pixel of another label (object borders and seams).
+    edge = np.zeros(labels.shape, bool)
+    edge[1:] |= labels[1:] != labels[:-1]
+    edge[:-1] |= labels[1:] != labels[:-1]
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[:, :-1] |= labels[:, 1:] != labels[:, :-1]
+    depth = distance_transform_edt(~edge)
+    profile = np.where(labels > 0, 0.55 + 0.45 * np.clip(depth / 4.0, 0.0, 1.0), 1.0)
+    texture = 1.0 + 0.15 * gaussian_filter(rng.normal(size=labels.shape), 2.0) * 4.0
+    image = brightness[labels] * profile * np.where(labels > 0, texture, 1.0)
+    image = image + rng.normal(0.0, noise, labels.shape)
+    grey = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def write_blob_folder(folder: str | Path, n: int, *, seed: int = 0,
+                      size: tuple[int, int] = (256, 256)) -> Path:
+    """Writes ``n`` rendered crowded-blob images in the ``images/`` + ``labels/`` layout that
+    :func:`~harmonic_jax.data.readers.load_folder` reads (PNG; 16-bit labels).
+
+    Image ``i`` is ``render_blobs(touching_blobs(seed + i, size), seed + i)``; names ``blobs0000``...
+
+    Returns:
+      ``folder``.
+    """
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        labels = touching_blobs(seed + i, size)
+        Image.fromarray(render_blobs(labels, seed + i)).save(folder / "images" / f"blobs{i:04d}.png")
+        Image.fromarray(labels.astype(np.uint16)).save(folder / "labels" / f"blobs{i:04d}.png")
+    return folder
