@@ -213,9 +213,13 @@ def _check_workdir(config: TrainConfig, workdir: Path) -> None:
     default = json.loads(TrainConfig().to_json())
     free = set(_FREE) if config.schedule == "constant" else set(_FREE) - {"steps", "epochs"}
     changed = {}
+    derived = {"split": str(workdir / "split.json"), "guides": str(workdir / "guides.json")}
     for key, value in json.loads(config.to_json()).items():
         old = before.get(key, default[key])
-        if key in free or (key in _RESOLVED and value == _RESOLVED[key]) or old == value:
+        # "auto" matches what the run derived itself (not a split file given before).
+        resolved = (key in _RESOLVED and value == _RESOLVED[key]
+                    and (key == "max_instances" or old == derived[key]))
+        if key in free or resolved or old == value:
             continue
         changed[key] = (old, value)
     if changed:
@@ -236,8 +240,13 @@ def _resume_log(path: Path, start_step: int) -> float:
     returns the training seconds logged up to it (0 for a fresh run)."""
     if not path.exists():
         return 0.0
-    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    kept = [x for x in lines if x["step"] <= start_step]
+    lines = []
+    for number, text in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError:  # e.g. a line cut short by a crash
+            warnings.warn(f"{path}:{number} is not JSON; dropped", stacklevel=3)
+    kept = [x for x in lines if x.get("step", 0) <= start_step]
     path.write_text("".join(json.dumps(x) + "\n" for x in kept))
     return max((x.get("seconds", 0.0) for x in kept), default=0.0)
 
@@ -324,6 +333,8 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
                 log.flush()
             if done % config.checkpoint_every == 0 or done == steps:
                 checkpointer.save(state)
+                if done % config.log_every and done != steps:  # resumes read the time from here
+                    log.write(json.dumps({"step": done, "seconds": train_seconds()}) + "\n")
             if val_samples and (done % config.eval_every == 0 or done == steps):
                 variables = {"params": state.params, "batch_stats": state.batch_stats}
                 tock = time.perf_counter()

@@ -105,7 +105,8 @@ def load(name: str | Path = "cvppp_a1"):
     return model, variables, guide_params, config
 
 
-def export_run(workdir: str | Path, dest: str | Path, *, best: bool = False, **record) -> Path:
+def export_run(workdir: str | Path, dest: str | Path, *, best: bool = False,
+               config_updates: dict | None = None, **record) -> Path:
     """Writes a run's newest (or best) checkpoint as a shippable model folder (see the module
     docstring).
 
@@ -115,6 +116,8 @@ def export_run(workdir: str | Path, dest: str | Path, *, best: bool = False, **r
       best: the checkpoint with the best validation SBD instead of the newest. Leave it off when
         the validation images are the held-out test images: choosing by them would bias the
         scores reported on them.
+      config_updates: config fields to change in the shipped ``config.json`` (e.g. inference
+        settings measured after training: ``min_size``).
       **record: JSON-serialisable facts for the manifest (command, steps, held-out scores...);
         the validation curve is read from the run's ``metrics.jsonl``.
 
@@ -129,7 +132,9 @@ def export_run(workdir: str | Path, dest: str | Path, *, best: bool = False, **r
     variables = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), variables)
     (dest / _WEIGHTS).write_bytes(serialization.to_bytes(variables))
     shutil.copyfile(workdir / "guides.json", dest / "guides.json")
-    shutil.copyfile(workdir / "config.json", dest / "config.json")
+    fields = dict(json.loads((workdir / "config.json").read_text()), **(config_updates or {}))
+    _config_from_json(fields)  # the updated fields must still make a TrainConfig
+    (dest / "config.json").write_text(json.dumps(fields, indent=1))
     lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines() if x]
     curve = [x for x in lines if "val_sbd" in x]
     files = (_WEIGHTS, "guides.json", "config.json")
