@@ -28,8 +28,9 @@ from scipy.ndimage import label as ndimage_label
 from scipy.ndimage import mean as label_mean
 
 from harmonic_jax import cluster, metrics, predict, pretrained
+from harmonic_jax.checkpoint import Checkpointer
 from harmonic_jax.data import READERS, load_split, resize_sample
-from harmonic_jax.fit import config_summary, load_run
+from harmonic_jax.fit import _resume_log, config_summary, load_run
 
 ROWS = ("embedding, predicted fg", "embedding, true fg", "components, predicted fg",
         "components, true fg")
@@ -94,6 +95,10 @@ def main(argv=None) -> None:
                if v is not None}
     config = dataclasses.replace(config, **updates)
     result = held_out_scores(model, variables, guide_params, config)
+    checkpointer = Checkpointer(args.run)
+    newest = checkpointer.last.latest_step()
+    checkpointer.close()
+    _resume_log(Path(args.run, "metrics.jsonl"), newest)  # the log up to the exported step
     log = [json.loads(x) for x in Path(args.run, "metrics.jsonl").read_text().splitlines() if x]
     steps = max(x["step"] for x in log)
     seconds = max(x.get("seconds", 0.0) for x in log)

@@ -29,7 +29,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-gap", type=float, nargs="+", default=[0, 12, 24, 48])
     args = parser.parse_args(argv)
     try:
-        model, variables, guide_params, config = load_run(args.model)
+        model, variables, guide_params, config = load_run(args.model, best=False)  # newest
     except FileNotFoundError:
         model, variables, guide_params, config = pretrained.load(args.model)
     names = load_split(config.split)[config.train_subset][: args.images]
