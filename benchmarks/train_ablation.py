@@ -69,10 +69,14 @@ FINDINGS = """
   shipped model (the `fghead` recipe, 1800 steps) goes from 0.645 (step 1500, 10 / 24) to 0.759
   on the held-out plants with its own foreground, 0.769 with the true one
   (`pretrained_cvppp_a1.md`); `configs/cvppp_a1_cpu.py` now uses 80 / 48.
-- Not measured for lack of CPU time: GroupNorm (implemented, `norm=group`), instance weighting,
-  the loss's normalisation, crop size and resolution, width, train- vs test-time BatchNorm
-  statistics, and the run-to-run noise of a row (a second seed): differences under ~0.05
-  between single 300-step rows are not established.
+- **Run-to-run noise.** The base row again with seed 1 (initialisation, data order and
+  augmentation): 0.666 against 0.627. Single 300-step rows differ by ~0.04 from noise alone, so
+  the pull term, cosine and 5-level rows (0.579-0.595) are not established as worse than base;
+  the original's guides (0.547) and the foreground head's cost (0.526) lie below both seeds.
+- **GroupNorm** (`norm=group`, 8 channels a group) at batch 4: 0.636, within the noise of
+  BatchNorm (0.627 and 0.666); not adopted.
+- Not measured for lack of CPU time: instance weighting, the loss's normalisation, crop size
+  and resolution, width, train- vs test-time BatchNorm statistics.
 - Crowded data (`benchmarks/bench_crowded_training.py`, `configs/folder_cpu.py` on 64 rendered
   touching-blob images): see `crowded_training.md`.
 """
