@@ -1,15 +1,17 @@
 """Scores a trained run on its held-out images and ships it as a pretrained model.
 
-For each held-out image the network predicts once; instances come from mean-shift inside the
-predicted foreground (what a user gets) and inside the true one (the paper's protocol), beside
-the trivial baseline: connected components of the same foregrounds. Reported: SBD, |DiC|,
-matching F1 at IoU 0.5 and COCO AP50 (each instance scored by its mean foreground probability).
-The table goes to ``benchmarks/results/pretrained_<name>.md`` and, with the per-image scores,
-into the model's manifest; the run's newest checkpoint is written to
-``harmonic_jax/pretrained/<name>/`` (see ``harmonic_jax.pretrained.export_run``).
+Each held-out image goes through :func:`harmonic_jax.evaluation.segment_image`, the pipeline of
+``harmonic-jax predict`` (network at the run's resolution, labels back at the image's own):
+instances come from mean-shift inside the predicted foreground (what a user gets) and inside the
+true one (the paper's protocol), beside the trivial baseline, connected components of the same
+foregrounds. Reported: SBD, |DiC|, matching F1 at IoU 0.5 and COCO AP50 (embedding instances
+scored by their mean foreground probability), at the images' own resolution. The table goes to
+``benchmarks/results/pretrained_<name>.md`` and, with the per-image scores, into the model's
+manifest; the run's newest checkpoint is written to ``harmonic_jax/pretrained/<name>/`` (see
+``harmonic_jax.pretrained.export_run``).
 
     .venv/bin/python benchmarks/export_pretrained.py runs/cvppp_a1_cpu --name cvppp_a1 \\
-        --min-size 40 --max-gap 24
+        --min-size 80 --max-gap 48
 """
 
 from __future__ import annotations
@@ -24,23 +26,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import label as ndimage_label
-from scipy.ndimage import mean as label_mean
+from tqdm.auto import tqdm
 
-from harmonic_jax import cluster, metrics, predict, pretrained
+from harmonic_jax import cluster, evaluation, metrics, pretrained
 from harmonic_jax.checkpoint import Checkpointer
-from harmonic_jax.data import READERS, load_split, resize_sample
+from harmonic_jax.data import READERS, load_split
 from harmonic_jax.fit import _resume_log, config_summary, load_run
 
 ROWS = ("embedding, predicted fg", "embedding, true fg", "components, predicted fg",
         "components, true fg")
-
-
-def components(mask: np.ndarray, min_size: int | None) -> np.ndarray:
-    """8-connected components of a foreground, small ones treated as the embedding's fragments
-    are (absorbed by a touching component or dropped: ``cluster.split_components``)."""
-    parts = ndimage_label(mask, structure=np.ones((3, 3), bool))[0].astype(np.int32)
-    return cluster.split_components(parts, min_size=min_size or cluster.MIN_SIZE, max_gap=0)
 
 
 def held_out_scores(model, variables, guide_params, config) -> dict:
@@ -49,29 +43,26 @@ def held_out_scores(model, variables, guide_params, config) -> dict:
         raise ValueError("the model has no foreground head: its predicted-foreground rows "
                          "cannot be scored")
     names = load_split(config.split)[config.val_subset]
-    samples = [resize_sample(s, config.resize) if config.resize != 1.0 else s
-               for s in READERS[config.dataset](config.data, names)]
-    per_image = {row: [] for row in ROWS}
-    preds = {row: [] for row in ROWS}
-    scores = {row: [] for row in ROWS}
-    for sample in samples:
-        emb, prob = predict.predict(model, variables, guide_params, sample.image)
-        emb, prob = np.asarray(emb), np.asarray(prob)
-        fg = prob > 0.5
-        out = {ROWS[0]: cluster.mean_shift(emb, mask=fg, **config.cluster_kwargs()),
-               ROWS[1]: cluster.mean_shift(emb, mask=sample.fg, **config.cluster_kwargs()),
-               ROWS[2]: components(fg, config.min_size), ROWS[3]: components(sample.fg,
-                                                                            config.min_size)}
-        for row, labels in out.items():
-            labels = labels.astype(np.int32)
-            ids = np.unique(labels[labels > 0])
+    samples = READERS[config.dataset](config.data, names)
+    # The clustering's min_size is in pixels at the network's scale; components are found at
+    # the images' own.
+    min_size = round((config.min_size or cluster.MIN_SIZE) / config.resize**2)
+    per_image, preds, scores = ({row: [] for row in ROWS} for _ in range(3))
+    for sample in tqdm(samples, desc="held-out"):
+        seg = evaluation.segment_image(model, variables, guide_params, config, sample.image,
+                                       masks={"true fg": sample.fg})
+        out = {ROWS[0]: (seg.labels["predicted fg"], seg.scores["predicted fg"]),
+               ROWS[1]: (seg.labels["true fg"], seg.scores["true fg"]),
+               ROWS[2]: (evaluation.components(seg.foreground, min_size), None),
+               ROWS[3]: (evaluation.components(sample.fg, min_size), None)}
+        for row, (labels, confidence) in out.items():
+            count = len(np.unique(labels[labels > 0]))
             preds[row].append(labels)
-            scores[row].append(np.asarray(label_mean(prob, labels, ids)) if len(ids) else
-                               np.zeros(0))
+            scores[row].append(np.ones(count) if confidence is None else confidence)
             per_image[row].append({
                 "image": sample.name, "sbd": metrics.sbd(labels, sample.labels),
                 "abs_dic": abs(metrics.dic(labels, sample.labels)),
-                "f1": metrics.matching(labels, sample.labels)["f1"]})
+                "f1": metrics.matching(labels, sample.labels)["f1"], "seconds": seg.seconds})
     table = {}
     gts = [s.labels for s in samples]
     for row in ROWS:
@@ -110,10 +101,11 @@ def main(argv=None) -> None:
              f"`harmonic_jax.pretrained.load(\"{args.name}\")`: `configs/{train_command}.py`, "
              f"{steps} steps, {seconds / 60:.0f} min of training on {os.cpu_count()} CPU cores; "
              f"the newest checkpoint (not chosen by held-out scores). Scored on the "
-             f"{result['images']} held-out images of `{config.split}` at {config.resize}x "
-             f"resolution, with min_size={config.min_size}, max_gap={config.max_gap} "
+             f"{result['images']} held-out images of `{config.split}` at their own resolution "
+             f"(the network runs at {config.resize}x), with min_size={config.min_size}, "
+             f"max_gap={config.max_gap} "
              f"({settings}). Connected components drop or absorb parts under min_size as the "
-             f"embedding's clustering does. Command: `"
+             f"embedding's clustering does; components are scored 1.0 each for AP. Command: `"
              + shlex.join([".venv/bin/python", "benchmarks/export_pretrained.py", *argv])
              + "`.\n\n| segmentation | SBD (mean ± std) | \\|DiC\\| | F1 @0.5 | AP50 |\n"
              "|---|---|---|---|---|\n"]

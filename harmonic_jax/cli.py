@@ -65,11 +65,96 @@ def _train(args: argparse.Namespace) -> None:
           + f"; run folder {result['workdir']}")
 
 
+def _load_model(spec: str):
+    from harmonic_jax import pretrained
+
+    model, variables, guide_params, config = pretrained.load(spec)
+    print(f"model {spec}: widths {tuple(config.widths)}, upsample {model.upsample}, works at "
+          f"{config.resize}x the resolution of {config.dataset} (--scale), clustering "
+          f"{config.cluster_kwargs()}")
+    return model, variables, guide_params, config
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from harmonic_jax import evaluation, io
+
+    files = io.find_images(args.inputs)
+    model, variables, guide_params, config = _load_model(args.model)
+    if not model.fg_head and not config.background_instance:
+        raise ValueError(f"model {args.model} has no foreground output (trained with "
+                         "fg_head=false): it segments only inside masks you give "
+                         "(evaluation.segment_image(..., masks=...))")
+    if args.scale is not None and not args.scale > 0:
+        raise ValueError(f"--scale must be > 0, got {args.scale}")
+    from harmonic_jax.predict import tile_plan
+
+    tile_plan((1, 1), model, tile=args.tile)  # a bad --tile fails here, not on every image
+    out = Path(args.out)
+    rows, failed, used = [], 0, set()
+    for path in tqdm(files, desc="predict", unit="image"):
+        stem = path.stem
+        while stem in used:  # two inputs of the same name (from different folders)
+            stem += "_"
+        used.add(stem)
+        try:
+            seg = evaluation.segment_image(model, variables, guide_params, config,
+                                           io.read_image(path, convert=True), scale=args.scale,
+                                           tile=args.tile)
+            labels = seg.labels[evaluation.PREDICTED]
+            io.write_labels(out / "labels" / f"{stem}.{args.format}", labels)
+        except ValueError as err:
+            failed += 1
+            tqdm.write(f"{path}: skipped: {err}")
+            rows.append(dict(image=str(path), error=str(err)))
+            continue
+        if not args.no_overlay:
+            from PIL import Image
+
+            (out / "overlays").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(io.overlay(seg.image, labels)).save(out / "overlays" / f"{stem}.png")
+        rows.append(dict(image=str(path), labels=f"labels/{stem}.{args.format}",
+                         height=labels.shape[0], width=labels.shape[1],
+                         instances=int(len(seg.scores[evaluation.PREDICTED])),
+                         seconds=round(seg.seconds, 3), notes="; ".join(seg.notes)))
+    evaluation.write_csv(out / "instances.csv", rows)
+    print(f"{len(files) - failed} of {len(files)} images segmented; labels"
+          + ("" if args.no_overlay else ", overlays") + f" and instances.csv in {out}/")
+    if failed:
+        sys.exit(f"harmonic-jax predict: {failed} images were skipped (see instances.csv)")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from harmonic_jax import evaluation
+    from harmonic_jax.data import READERS, load_split
+
+    if args.dataset not in READERS:
+        raise ValueError(f"unknown dataset {args.dataset!r}; readers: {sorted(READERS)}")
+    names = load_split(args.split)[args.subset] if args.split else None
+    samples = READERS[args.dataset](args.data, names)
+    if not samples:
+        raise ValueError(f"no annotated images in {args.data}")
+    model, variables, guide_params, config = _load_model(args.model)
+    rows, summary = evaluation.evaluate_samples(
+        model, variables, guide_params, config, samples, true_fg=not args.no_true_fg,
+        scale=args.scale, tile=args.tile, progress=True)
+    print(evaluation.format_table(rows, ["image", "foreground", "instances", "found", "sbd",
+                                         "abs_dic", "f1", "seconds"]))
+    totals = [dict(foreground=k, **v) for k, v in summary.items()]
+    print("\n" + evaluation.format_table(totals, ["foreground", "images", "sbd", "sbd_std",
+                                                   "abs_dic", "f1", "AP", "AP50", "AP75"]))
+    out = Path(args.out)
+    evaluation.write_csv(out / "per_image.csv", rows)
+    evaluation.write_csv(out / "summary.csv", totals)
+    print(f"(labels at the images' own resolution; per_image.csv and summary.csv in {out}/)")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from harmonic_jax import demo
 
     demo.run(data=args.data, split=args.split, guides_path=args.guides, out=args.out,
-             n_images=args.images, run_dir=args.run)
+             n_images=args.images, run_dir=args.run, study=args.study)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,12 +189,43 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override config fields, e.g. steps=100 workdir=runs/x")
     train.set_defaults(func=_train)
 
+    pred = sub.add_parser("predict", help="segment images or folders of images")
+    pred.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    pred.add_argument("--model", default="cvppp_a1",
+                      help="a shipped model name, a model folder or a training run folder")
+    pred.add_argument("--out", default="predictions", help="folder for labels/ and overlays/")
+    pred.add_argument("--format", default="png", choices=("png", "tif"),
+                      help="label images: 16-bit PNG or TIFF")
+    pred.add_argument("--scale", type=float, default=None,
+                      help="resample by this before the network (default: the model's training "
+                           "resize); labels come back at the input's size")
+    pred.add_argument("--tile", type=int, default=None,
+                      help="tile side for large images (default: predict.default_tile)")
+    pred.add_argument("--no-overlay", action="store_true")
+    pred.set_defaults(func=_predict)
+
+    ev = sub.add_parser("evaluate", help="segment an annotated dataset and score it")
+    ev.add_argument("--model", default="cvppp_a1")
+    ev.add_argument("--data", default=_DATA, help="the dataset's folder")
+    ev.add_argument("--dataset", default="cvppp", help="reader: cvppp, bbbc010, hela, folder")
+    ev.add_argument("--split", default=_SPLIT, help="split JSON ('' for every image)")
+    ev.add_argument("--subset", default="test")
+    ev.add_argument("--out", default="evaluation", help="folder for the CSV files")
+    ev.add_argument("--scale", type=float, default=None)
+    ev.add_argument("--tile", type=int, default=None)
+    ev.add_argument("--no-true-fg", action="store_true",
+                    help="skip the rows clustered inside the true foreground")
+    ev.set_defaults(func=_evaluate)
+
     demo = sub.add_parser("demo", help="the main job end to end on real data")
     demo.add_argument("--data", default=_DATA)
     demo.add_argument("--split", default=_SPLIT)
     demo.add_argument("--guides", default="configs/guides/cvppp_a1.json")
     demo.add_argument("--out", default="demo_out")
-    demo.add_argument("--images", type=int, default=4)
+    demo.add_argument("--images", type=int, default=None,
+                      help="held-out plants to segment (default: all 32)")
+    demo.add_argument("--study", action="store_true",
+                      help="also the guide search and noisy ground-truth embedding study")
     demo.add_argument("--run", default=None,
                       help="a trained run folder (default: the shipped cvppp_a1 model)")
     demo.set_defaults(func=_demo)

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["TrainConfig", "apply_overrides", "load_config"]
+__all__ = ["LEGACY_FIELDS", "TrainConfig", "apply_overrides", "config_from_record", "load_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,9 @@ class TrainConfig:
     sinconv: bool = True
     sinconv_kernel: int = 7
     norm: str = "batch"  # "batch" (the original's) or "group"
+    # Decoder upsampling: "half_pixel" (shift-equivariant: tiled prediction equals one pass) or
+    # "align_corners" (the original's; its sampling positions depend on the image size).
+    upsample: str = "half_pixel"
     # A foreground output (1x1 head, BCE on labels > 0): what tells a user's image's background
     # from its instances. Without it, pass masks at inference or train with background_instance.
     fg_head: bool = True
@@ -81,6 +84,20 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
+
+
+# Values of fields that run folders and model folders written before the field existed meant.
+LEGACY_FIELDS = {"upsample": "align_corners"}
+
+
+def config_from_record(record: dict) -> TrainConfig:
+    """The :class:`TrainConfig` of a saved ``config.json`` (a run or model folder): lists become
+    tuples, unknown keys (``image_channels``) are dropped, and fields the file predates take
+    the value they had then (:data:`LEGACY_FIELDS`)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = dict(LEGACY_FIELDS, **record)
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                          for k, v in fields.items() if k in known})
 
 
 def _parse(field: dataclasses.Field, text: str):

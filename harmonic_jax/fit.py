@@ -21,12 +21,12 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from harmonic_jax import cluster, metrics, predict
 from harmonic_jax.checkpoint import Checkpointer
-from harmonic_jax.config import TrainConfig
+from harmonic_jax.config import LEGACY_FIELDS, TrainConfig, config_from_record
 from harmonic_jax.data import READERS, Sample, load_split, resize_sample
 from harmonic_jax.embedding import count_instances
-from harmonic_jax.guides import load_guides, save_guides
+from harmonic_jax.evaluation import PREDICTED, evaluate_samples
+from harmonic_jax.guides import load_guides, resolve_guides, save_guides
 from harmonic_jax.model import UNet
 from harmonic_jax.search import fit_guides
 from harmonic_jax.train import create_state, data_mesh, make_train_step, shard_batch
@@ -49,7 +49,8 @@ __all__ = [
 def build_model(config: TrainConfig, frame) -> UNet:
     """The U-Net a config describes, for guides defined in ``frame``."""
     return UNet(widths=tuple(config.widths), sinconv=config.sinconv, frame=tuple(frame),
-                sinconv_kernel=config.sinconv_kernel, fg_head=config.fg_head, norm=config.norm)
+                sinconv_kernel=config.sinconv_kernel, fg_head=config.fg_head, norm=config.norm,
+                upsample=config.upsample)
 
 
 def make_optimizer(config: TrainConfig, steps: int) -> optax.GradientTransformation:
@@ -120,26 +121,21 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
 
 
 def evaluate(model, variables, guide_params, samples: list[Sample], config: TrainConfig) -> dict:
-    """Mean SBD and |DiC| over ``samples``.
+    """Mean SBD and |DiC| over ``samples`` (already at the run's resolution).
 
     Returns:
       ``{"sbd", "abs_dic"}``: mean-shift inside the predicted foreground (what a user gets) when
       the network has a foreground head, else inside the true foreground; with a head, also
       ``{"sbd_true_fg", "abs_dic_true_fg"}`` inside the true foreground (the paper's protocol).
     """
-    scores = {"sbd": [], "abs_dic": []}
-    if model.fg_head:
-        scores.update(sbd_true_fg=[], abs_dic_true_fg=[])
-    for s in samples:
-        out = predict.predict(model, variables, guide_params, s.image)
-        emb, prob = (np.asarray(out[0]), np.asarray(out[1])) if model.fg_head else \
-            (np.asarray(out), None)
-        masks = {"": s.fg} if prob is None else {"": prob > 0.5, "_true_fg": s.fg}
-        for suffix, mask in masks.items():
-            pred = cluster.mean_shift(emb, mask=mask, **config.cluster_kwargs())
-            scores["sbd" + suffix].append(metrics.sbd(pred, s.labels))
-            scores["abs_dic" + suffix].append(abs(metrics.dic(pred, s.labels)))
-    return {k: float(np.mean(v)) for k, v in scores.items()}
+    _, summary = evaluate_samples(model, variables, guide_params, config, samples, scale=1.0,
+                                  ap=False)
+    out = {}
+    for kind, suffix in ((PREDICTED, ""), ("true fg", "_true_fg" if model.fg_head else "")):
+        if kind in summary:
+            out.update({"sbd" + suffix: summary[kind]["sbd"],
+                        "abs_dic" + suffix: summary[kind]["abs_dic"]})
+    return out
 
 
 def _load(config: TrainConfig, subset: str, limit: int | None) -> list[Sample]:
@@ -204,7 +200,7 @@ def _check_workdir(config: TrainConfig, workdir: Path) -> None:
     The book-keeping fields may change (``steps`` too, to train longer, unless a learning-rate
     schedule depends on it); settings a run derives (``split=auto``, ``guides=auto``,
     ``max_instances=None``) match whatever it derived; fields a run folder predates compare
-    with their defaults.
+    with the values they had then (``LEGACY_FIELDS``).
     """
     saved = workdir / "config.json"
     if not saved.exists():
@@ -215,7 +211,7 @@ def _check_workdir(config: TrainConfig, workdir: Path) -> None:
     changed = {}
     derived = {"split": str(workdir / "split.json"), "guides": str(workdir / "guides.json")}
     for key, value in json.loads(config.to_json()).items():
-        old = before.get(key, default[key])
+        old = before.get(key, LEGACY_FIELDS.get(key, default[key]))
         # "auto" matches what the run derived itself (not a split file given before).
         resolved = (key in _RESOLVED and value == _RESOLVED[key]
                     and (key == "max_instances" or old == derived[key]))
@@ -231,8 +227,9 @@ def _prepare_workdir(config: TrainConfig, workdir: Path, image_channels: int) ->
     """Writes config.json (plus the input channels) and guides.json."""
     record = dict(json.loads(config.to_json()), image_channels=image_channels)
     (workdir / "config.json").write_text(json.dumps(record, indent=1))
-    if Path(config.guides).resolve() != (workdir / "guides.json").resolve():
-        shutil.copyfile(config.guides, workdir / "guides.json")
+    source = resolve_guides(config.guides)  # a shipped file when there is no checkout
+    if source.resolve() != (workdir / "guides.json").resolve():
+        shutil.copyfile(source, workdir / "guides.json")
 
 
 def _resume_log(path: Path, start_step: int) -> float:
@@ -268,7 +265,7 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     if config.split == "auto":
         config = dataclasses.replace(config, split=str(derive_split(config, workdir)))
-    if config.guides != "auto" and not Path(config.guides).is_file():
+    if config.guides != "auto" and not resolve_guides(config.guides).is_file():
         raise FileNotFoundError(
             f"guide file {config.guides} does not exist: fit guides on the training labels first "
             f"(harmonic-jax fit-guides ... --out {config.guides}, or search.fit_guides), or set "
@@ -371,9 +368,7 @@ def load_run(workdir: str | Path, *, best: bool = True):
     if not (workdir / "config.json").is_file():
         raise FileNotFoundError(f"{workdir} is not a run folder (no config.json)")
     fields = json.loads((workdir / "config.json").read_text())
-    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                            for k, v in fields.items() if k in known})
+    config = config_from_record(fields)
     guide_params, meta = load_guides(workdir / "guides.json")
     frame = tuple(round(f * config.resize) for f in meta["frame"])
     model = build_model(config, frame)

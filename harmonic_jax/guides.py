@@ -38,6 +38,8 @@ __all__ = [
     "coord",
     "from_original",
     "frame_coordinates",
+    "resolve_guides",
+    "shipped_guides",
     "get_family",
     "init_sine",
     "list_families",
@@ -258,15 +260,29 @@ def register_family(name: str, family: GuideFamily, *, overwrite: bool = False) 
       family: the :class:`GuideFamily`.
       overwrite: replace an existing family of the same name instead of raising.
 
+    Registering again functions of the same names (a notebook cell run twice, which makes new
+    function objects) replaces the family without raising; other functions under a taken name
+    need ``overwrite=True``.
+
     Returns:
       ``family``, so the call can be used as an expression.
     """
     if not isinstance(family, GuideFamily):
         raise TypeError(f"family must be a GuideFamily, got {type(family).__name__}")
-    if name in _FAMILIES and not overwrite:
-        raise ValueError(f"guide family {name!r} is already registered; pass overwrite=True")
+    if name in _FAMILIES and not overwrite and not _same_functions(_FAMILIES[name], family):
+        raise ValueError(f"guide family {name!r} is already registered with other functions; "
+                         "pass overwrite=True")
+    if name in _FAMILIES and _FAMILIES[name] is not family:
+        jax.clear_caches()  # jitted code looked the old functions up by name: trace again
     _FAMILIES[name] = family
     return family
+
+
+def _same_functions(a: GuideFamily, b: GuideFamily) -> bool:
+    def names(f):
+        return (getattr(f, "__module__", None), getattr(f, "__qualname__", repr(f)))
+
+    return names(a.init) == names(b.init) and names(a.maps) == names(b.maps)
 
 
 def get_family(family: str | GuideFamily) -> GuideFamily:
@@ -309,8 +325,33 @@ def save_guides(path, params: ArrayLike, **meta) -> None:
     pathlib.Path(path).write_text(json.dumps(record, indent=1) + "\n")
 
 
+_SHIPPED = pathlib.Path(__file__).resolve().parent / "guide_files"
+
+
+def shipped_guides() -> list[str]:
+    """Names of the guide files that ship with the library (``harmonic_jax/guide_files/``, also
+    reachable as ``configs/guides/`` in a checkout)."""
+    return sorted(p.stem for p in _SHIPPED.glob("*.json"))
+
+
+def resolve_guides(path) -> pathlib.Path:
+    """The file :func:`load_guides` reads for ``path``: ``path`` itself when it exists, else the
+    shipped file of that name (``"cvppp_a1"``, ``configs/guides/cvppp_a1.json``), else ``path``."""
+    path = pathlib.Path(path)
+    shipped = _SHIPPED / f"{path.stem}.json"
+    if not path.exists() and shipped.is_file() and path.suffix in ("", ".json") and \
+            path.parent.name in ("", "guides"):
+        return shipped
+    return path
+
+
 def load_guides(path) -> tuple[jax.Array, dict]:
-    """Reads a file written by :func:`save_guides`.
+    """Reads a file written by :func:`save_guides`, or a shipped one by name.
+
+    Args:
+      path: a JSON file; a name of :func:`shipped_guides` (``"cvppp_a1"``); or a missing
+        ``configs/guides/<name>.json`` path whose name ships with the library (configs keep
+        working after ``pip install`` without a checkout).
 
     Returns:
       ``(params, meta)``: float32 parameters and the other recorded fields (``family``, ``frame``...).
@@ -318,7 +359,7 @@ def load_guides(path) -> tuple[jax.Array, dict]:
     Raises:
       FileNotFoundError: no such file. ValueError: not a guide file.
     """
-    path = pathlib.Path(path)
+    path = resolve_guides(path)
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:

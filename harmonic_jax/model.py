@@ -2,13 +2,20 @@
 
 The default :class:`UNet` reproduces the architecture of the PyTorch original's released weights
 (METHOD.md section B): encoder widths 64-128-256-512-512 of (3x3 conv, BatchNorm, ReLU) x 2 with
-2x max-pooling; each decoder block upsamples bilinearly (align_corners=True), zero-pads to the
-skip's size, concatenates ``[skip, upsampled]``, appends the guide maps at the block's stride and
-convolves 7x7 (the SinConv), then applies the double conv; a last SinConv and a 1x1 convolution
-give ``N`` linear outputs. 28,837,260 trainable parameters for RGB input and N = 12.
+2x max-pooling; each decoder block upsamples bilinearly (the original: align_corners=True; here by
+default with half-pixel centres, see :func:`upsample_half_pixel`), zero-pads to the skip's size,
+concatenates ``[skip, upsampled]``, appends the guide maps at the block's stride and convolves
+7x7 (the SinConv), then applies the double conv; a last SinConv and a 1x1 convolution give ``N``
+linear outputs. 28,837,260 trainable parameters for RGB input and N = 12.
 
 Guide parameters are inputs, not trained weights: ``model.apply(variables, images,
 guide_params=..., offset=...)``. ``offset`` gives each image's top-left pixel in the guide frame.
+
+With ``upsample="half_pixel"`` and BatchNorm the network is translation-equivariant for offsets that
+are multiples of ``2 ** depth``, and the pixels past an image's ``valid`` size are zeroed after every
+layer, as a convolution's own zero padding would be: a tile of a large image, or an image padded to
+a larger shape bucket, gives exactly the pixels of the whole image
+(:func:`harmonic_jax.predict.predict_embeddings`).
 """
 
 from __future__ import annotations
@@ -24,7 +31,15 @@ from jax.typing import ArrayLike
 
 from harmonic_jax.guides import get_family
 
-__all__ = ["SinConv", "UNet", "compact_unet", "count_params", "upsample_bilinear"]
+__all__ = [
+    "SinConv",
+    "UNet",
+    "compact_unet",
+    "count_params",
+    "receptive_radius",
+    "upsample_bilinear",
+    "upsample_half_pixel",
+]
 
 
 def _interpolation_matrix(n: int, factor: int) -> np.ndarray:
@@ -56,6 +71,44 @@ def upsample_bilinear(x: jax.Array, factor: int = 2) -> jax.Array:
     return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
 
 
+def _half_pixel_matrix(n: int) -> np.ndarray:
+    """``(2n, n)`` weights of 2x linear upsampling with half-pixel centres, zero outside."""
+    matrix = np.zeros((2 * n, n), np.float32)
+    j = np.arange(n)
+    matrix[2 * j, j] = matrix[2 * j + 1, j] = 0.75
+    matrix[2 * j[1:], j[1:] - 1] = 0.25
+    matrix[2 * j[:-1] + 1, j[:-1] + 1] = 0.25
+    return matrix
+
+
+def upsample_half_pixel(x: jax.Array) -> jax.Array:
+    """2x bilinear upsampling with half-pixel centres; pixels outside the input count as zero.
+
+    Output row ``2j`` is ``0.75 x[j] + 0.25 x[j-1]`` and row ``2j+1`` is ``0.75 x[j] + 0.25 x[j+1]``
+    (the same along columns): the transposed convolution with kernel ``[1, 3, 3, 1] / 4``. Unlike
+    ``align_corners=True``, whose sampling positions depend on the image size, this commutes with
+    even shifts, and treating the outside as zero matches the convolutions' zero padding, so a tile
+    or a padded image sees what the whole image sees.
+
+    Args:
+      x: ``(B, h, w, C)``.
+
+    Returns:
+      ``(B, 2h, 2w, C)``, same dtype.
+    """
+    rows = jnp.asarray(_half_pixel_matrix(x.shape[1]), x.dtype)
+    cols = jnp.asarray(_half_pixel_matrix(x.shape[2]), x.dtype)
+    return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
+
+
+def _valid_mask(valid: jax.Array, shape: tuple[int, int], stride: int, dtype) -> jax.Array:
+    """``(B, h, w, 1)`` ones on the pixels of a stride-``stride`` grid inside ``valid`` (B, 2)."""
+    limit = -(-valid // stride)  # ceil: a pixel of a coarse grid is valid if it covers one
+    rows = jnp.arange(shape[0], dtype=limit.dtype)[None, :] < limit[:, :1]
+    cols = jnp.arange(shape[1], dtype=limit.dtype)[None, :] < limit[:, 1:]
+    return (rows[:, :, None] & cols[:, None, :])[..., None].astype(dtype)
+
+
 class SinConv(nn.Module):
     """Convolution of the input concatenated with guide maps (CoordConv with the "coord" family).
 
@@ -76,8 +129,9 @@ class SinConv(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, guide_params, offset, full_size):
-        """x: ``(B, h, w, C)``; offset: ``(B, 2)``; full_size: static full-res ``(H, W)``."""
+    def __call__(self, x, guide_params, offset, full_size, mask=None):
+        """x: ``(B, h, w, C)``; offset: ``(B, 2)``; full_size: static full-res ``(H, W)``;
+        mask: ``(B, h, w, 1)`` zeroing the padding (guide maps included), or ``None``."""
         fam = get_family(self.family)
         height, width = full_size
 
@@ -88,6 +142,7 @@ class SinConv(nn.Module):
         maps = jax.vmap(maps_at)(jnp.asarray(offset, jnp.float32))
         maps = jax.lax.stop_gradient(maps[:, : x.shape[1], : x.shape[2]]).astype(x.dtype)
         x = jnp.concatenate([x, maps], axis=-1)
+        x = x if mask is None else x * mask
         pad = self.kernel_size // 2
         return nn.Conv(self.features, (self.kernel_size,) * 2, padding=pad, dtype=self.dtype)(x)
 
@@ -112,11 +167,13 @@ class DoubleConv(nn.Module):
     norm: str = "batch"
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask=None):
+        """``mask``: ``(B, h, w, 1)`` or ``None``; zeroes the padding after each layer."""
         for _ in range(2):
             x = nn.Conv(self.features, (3, 3), padding=1, dtype=self.dtype)(x)
             x = _norm(self.norm, self.features, train, self.dtype)(x)
             x = nn.relu(x)
+            x = x if mask is None else x * mask
         return x
 
 
@@ -132,6 +189,10 @@ class UNet(nn.Module):
       sinconv_kernel: kernel size of the SinConv layers.
       fg_head: add a 1x1 foreground-logit head.
       norm: ``"batch"`` (the original's BatchNorm) or ``"group"`` (GroupNorm, 8 channels a group).
+        GroupNorm's statistics span the whole image, so a tiled prediction is not exact with it.
+      upsample: ``"half_pixel"`` (:func:`upsample_half_pixel`, the default: exact tiling) or
+        ``"align_corners"`` (:func:`upsample_bilinear`, the original's; networks trained before
+        this option existed).
       dtype: computation dtype (``jnp.bfloat16`` on GPU); parameters stay float32.
     """
 
@@ -143,10 +204,19 @@ class UNet(nn.Module):
     sinconv_kernel: int = 7
     fg_head: bool = False
     norm: str = "batch"
+    upsample: str = "half_pixel"
     dtype: jnp.dtype = jnp.float32
 
+    def __post_init__(self):
+        # Lists (from JSON) become tuples: the module is a static, hashed argument of jit.
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if self.frame is not None:
+            object.__setattr__(self, "frame", tuple(int(f) for f in self.frame))
+        super().__post_init__()
+
     @nn.compact
-    def __call__(self, images: ArrayLike, *, guide_params=None, offset=None, train: bool = False):
+    def __call__(self, images: ArrayLike, *, guide_params=None, offset=None, valid=None,
+                 train: bool = False):
         """Predicts per-pixel embeddings.
 
         Args:
@@ -154,6 +224,9 @@ class UNet(nn.Module):
             ``2 ** (len(widths) - 1)`` inside and cropped back).
           guide_params: parameters of ``family`` (ignored with ``sinconv=False``).
           offset: ``(B, 2)`` top-left pixel of each image in the guide frame; zeros when ``None``.
+          valid: ``(B, 2)`` int, the rows and columns of each image that are real (the rest is
+            padding, e.g. to a shape bucket); ``None``: all ``H, W``. Activations past them are
+            zeroed after every layer, so the valid pixels do not depend on the padding.
           train: use batch statistics (and update ``batch_stats``).
 
         Returns:
@@ -172,29 +245,48 @@ class UNet(nn.Module):
         x = jnp.pad(images.astype(self.dtype), ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
         full = (height + pad_h, width + pad_w)
         offset = jnp.zeros((batch, 2), jnp.float32) if offset is None else offset
+        if self.upsample not in ("half_pixel", "align_corners"):
+            raise ValueError(f"upsample must be 'half_pixel' or 'align_corners', got "
+                             f"{self.upsample!r}")
+        upsample = upsample_half_pixel if self.upsample == "half_pixel" else upsample_bilinear
+        if valid is None and (pad_h or pad_w):
+            valid = jnp.broadcast_to(jnp.asarray([height, width], jnp.int32), (batch, 2))
+
+        def mask(x, stride):
+            if valid is None:
+                return None
+            return _valid_mask(jnp.asarray(valid, jnp.int32), x.shape[1:3], stride, x.dtype)
+
+        def masked(x, stride):
+            m = mask(x, stride)
+            return x if m is None else x * m
+
+        x = masked(x, 1)
 
         def sin_conv(x, features, stride):
             if self.sinconv:
                 return SinConv(features, self.sinconv_kernel, stride, self.family, self.frame,
-                               self.dtype)(x, guide_params, offset, full)
+                               self.dtype)(x, guide_params, offset, full, mask(x, stride))
             k = self.sinconv_kernel
             return nn.Conv(features, (k, k), padding=k // 2, dtype=self.dtype)(x)
 
         skips = []
         for level, features in enumerate(self.widths):
             if level:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
-            x = DoubleConv(features, self.dtype, self.norm)(x, train)
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))  # masked zeros never win: x >= 0
+            x = DoubleConv(features, self.dtype, self.norm)(x, train, mask(x, 2**level))
             skips.append(x)
         x = skips.pop()
         for level in range(depth):
             skip = skips.pop()
-            up = upsample_bilinear(x)
+            stride = 2 ** (depth - 1 - level)
+            up = upsample(x)
             up = jnp.pad(up, ((0, 0), (0, skip.shape[1] - up.shape[1]),
                               (0, skip.shape[2] - up.shape[2]), (0, 0)))
             features = self.widths[max(depth - 2 - level, 0)]
-            x = sin_conv(jnp.concatenate([skip, up], axis=-1), features, 2 ** (depth - 1 - level))
-            x = DoubleConv(features, self.dtype, self.norm)(x, train)
+            x = sin_conv(jnp.concatenate([skip, masked(up, stride)], axis=-1), features, stride)
+            x = DoubleConv(features, self.dtype, self.norm)(masked(x, stride), train,
+                                                             mask(x, stride))
         x = sin_conv(x, self.widths[0], 1)
         emb = nn.Conv(self.out_channels, (1, 1), dtype=self.dtype)(x)
         emb = emb[:, :height, :width].astype(jnp.float32)
@@ -209,6 +301,23 @@ def compact_unet(**kwargs) -> UNet:
     kwargs.setdefault("widths", (16, 32, 64, 64))
     kwargs.setdefault("sinconv_kernel", 5)
     return UNet(**kwargs)
+
+
+def receptive_radius(model: UNet) -> int:
+    """How far (pixels) an output pixel of ``model`` can see from itself, from its layers.
+
+    Each 3x3 convolution at stride ``s`` adds ``s``, an upsampling to stride ``s`` adds ``2s``
+    (it reads a neighbour of the coarser grid) and a ``k x k`` SinConv at stride ``s`` adds
+    ``(k // 2) s``; a 2x2 max-pool adds nothing beyond the footprint of its coarse pixel. A
+    tile whose borders lie this far from the pixels it keeps gives them exactly as the whole
+    image would
+    (:func:`harmonic_jax.predict.predict_embeddings`).
+    """
+    depth = len(model.widths) - 1
+    half = model.sinconv_kernel // 2
+    encoder = sum(2 * 2**level for level in range(depth + 1))
+    decoder = sum(2 ** (k + 1) + half * 2**k + 2 * 2**k for k in range(depth))
+    return encoder + decoder + half
 
 
 def count_params(params) -> int:

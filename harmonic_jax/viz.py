@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["colorize_labels", "embedding_rgb", "save_panel"]
+__all__ = ["colorize_labels", "embedding_rgb", "panel", "save_grid", "save_panel"]
 
 
 def colorize_labels(labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
@@ -26,8 +26,8 @@ def embedding_rgb(embedding: np.ndarray, channels: Sequence[int] = (0, 1, 2)) ->
     return rgb.astype(np.uint8)
 
 
-def save_panel(path: str | Path, tiles: Sequence[np.ndarray], titles: Sequence[str]) -> Path:
-    """Saves images side by side with a title over each; returns the path."""
+def panel(tiles: Sequence[np.ndarray], titles: Sequence[str]) -> Image.Image:
+    """Images side by side with a title over each (grey tiles shown as grey)."""
     tiles = [np.repeat(t[..., None], 3, -1) if t.ndim == 2 else t[..., :3] for t in tiles]
     height = max(t.shape[0] for t in tiles)
     width = sum(t.shape[1] for t in tiles) + 4 * (len(tiles) - 1)
@@ -38,6 +38,27 @@ def save_panel(path: str | Path, tiles: Sequence[np.ndarray], titles: Sequence[s
         canvas.paste(Image.fromarray(tile.astype(np.uint8)), (x, 18))
         draw.text((x + 2, 3), title, fill="black")
         x += tile.shape[1] + 4
+    return canvas
+
+
+def save_panel(path: str | Path, tiles: Sequence[np.ndarray], titles: Sequence[str]) -> Path:
+    """Saves images side by side with a title over each; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    panel(tiles, titles).save(path)
+    return path
+
+
+def save_grid(path: str | Path, rows: Sequence[Sequence[np.ndarray]],
+              titles: Sequence[Sequence[str]]) -> Path:
+    """Saves rows of titled images (a montage), one :func:`panel` per row; returns the path."""
+    panels = [panel(tiles, names) for tiles, names in zip(rows, titles)]
+    canvas = Image.new("RGB", (max(p.width for p in panels),
+                               sum(p.height for p in panels) + 4 * (len(panels) - 1)), "white")
+    y = 0
+    for p in panels:
+        canvas.paste(p, (0, y))
+        y += p.height + 4
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)

@@ -54,3 +54,15 @@ def cvppp_guides():
     from harmonic_jax.guides import load_guides
 
     return load_guides(Path(__file__).resolve().parents[1] / "configs/guides/cvppp_a1.json")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, cvppp_dir):
+    """configs/tiny.py trained once per session (about a minute): ``(run folder, fit result)``."""
+    from harmonic_jax.config import load_config
+    from harmonic_jax.fit import fit
+
+    workdir = tmp_path_factory.mktemp("tiny") / "run"
+    config = load_config(Path(__file__).resolve().parents[1] / "configs/tiny.py",
+                         [f"workdir={workdir}", "data_parallel=false"])
+    return workdir, fit(config, progress=False)

@@ -14,26 +14,25 @@ from harmonic_jax.fit import batch_indices, evaluate, fit, load_run
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_tiny_training_overfits_two_real_plants(tmp_path, cvppp_dir):
-    config = load_config(ROOT / "configs/tiny.py",
-                         [f"workdir={tmp_path / 'run'}", "data_parallel=false"])
-    result = fit(config, progress=False)
+def test_tiny_training_overfits_two_real_plants(tmp_path, cvppp_dir, tiny_run):
+    run, result = tiny_run
+    config = load_config(ROOT / "configs/tiny.py")
     assert result["step"] == config.steps
     # Inside its own predicted foreground and inside the true one (the paper's protocol).
     assert result["val"]["sbd"] >= 0.75 and result["val"]["sbd_true_fg"] >= 0.8, result["val"]
-    lines = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [x["loss"] for x in lines if "loss" in x]
     assert losses[-1] < 0.5 * losses[0]
-    assert json.loads((tmp_path / "run/config.json").read_text())["name"] == "tiny"
-    assert (tmp_path / "run/guides.json").exists() and (tmp_path / "run/best").is_dir()
+    assert json.loads((run / "config.json").read_text())["name"] == "tiny"
+    assert (run / "guides.json").exists() and (run / "best").is_dir()
     # The best checkpoint reloads for inference and scores what the run reported.
-    model, variables, guide_params, loaded = load_run(tmp_path / "run")
+    model, variables, guide_params, loaded = load_run(run)
     samples = [resize_sample(s, loaded.resize) for s in load_cvppp(
         cvppp_dir, load_split(loaded.split)["train"][:2])]
     again = evaluate(model, variables, guide_params, samples, loaded)
     assert again["sbd"] == pytest.approx(result["val"]["sbd"], abs=1e-6)
     # Exported as a model folder, it loads with its checksum checked and predicts the same.
-    folder = pretrained.export_run(tmp_path / "run", tmp_path / "model", command="test")
+    folder = pretrained.export_run(run, tmp_path / "model", command="test")
     model2, variables2, guide_params2, config2 = pretrained.load(folder)
     assert config2 == loaded and model2 == model
     np.testing.assert_array_equal(guide_params2, guide_params)

@@ -80,10 +80,35 @@ def test_bad_grid_and_registry_errors():
         guides.sine(params, 4, 4, stride=0)
     with pytest.raises(ValueError, match="unknown guide family 'nope'"):
         guides.get_family("nope")
-    with pytest.raises(ValueError, match="already registered"):
-        guides.register_family("sine", guides.get_family("sine"))
+    with pytest.raises(ValueError, match="already registered with other functions"):
+        guides.register_family("sine", guides.get_family("coord"))
     with pytest.raises(ValueError, match=r"sins must have shape \(N, 3\)"):
         guides.from_original(np.zeros((3, 2)), 10, 10)
+
+
+def test_register_family_again_from_a_rerun_cell():
+    def cell():  # a notebook cell: each run makes new function objects of the same names
+        def my_maps(params, height, width, *, stride=1, offset=(0, 0), frame=None):
+            return guides.sine(params, height, width, stride=stride, offset=offset, frame=frame)
+
+        def my_init(key, n):
+            return guides.init_sine(key, n)
+
+        return guides.register_family("rerun_test", guides.GuideFamily(my_init, my_maps))
+
+    first, second = cell(), cell()
+    assert first.maps is not second.maps and guides.get_family("rerun_test") is second
+
+
+def test_shipped_guides_by_name_and_config_path(tmp_path, monkeypatch):
+    assert "cvppp_a1" in guides.shipped_guides()
+    by_name, meta = guides.load_guides("cvppp_a1")
+    monkeypatch.chdir(tmp_path)  # no checkout here: configs/guides/... falls back to the package
+    by_path, _ = guides.load_guides("configs/guides/cvppp_a1.json")
+    np.testing.assert_array_equal(by_name, by_path)
+    assert meta["family"] == "sine" and by_name.shape == (12, 3)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        guides.load_guides("configs/guides/no_such_guides.json")
 
 
 def test_save_and_load_guides(tmp_path):

@@ -94,3 +94,44 @@ def test_coco_ap_with_overlapping_masks_and_scores():
     assert good["AP"] == pytest.approx(1.0)
     assert bad["AP"] < 0.9
     assert metrics.coco_ap([np.zeros((12, 12), np.int32)], [gt])["AP"] == 0.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_contingency_matches_mask_products(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.choice([0, 2, 3, 7, 40], size=(30, 26)).astype(np.int32)  # ids with gaps
+    b = rng.choice([0, 1, 5, 6], size=(30, 26)).astype(np.int64)
+    inter, area_a, area_b = metrics.contingency(a, b)
+    ids_a, ids_b = [2, 3, 7, 40], [1, 5, 6]
+    want = np.array([[np.sum((a == i) & (b == j)) for j in ids_b] for i in ids_a])
+    np.testing.assert_array_equal(inter, want)
+    np.testing.assert_array_equal(area_a, [np.sum(a == i) for i in ids_a])
+    np.testing.assert_array_equal(area_b, [np.sum(b == j) for j in ids_b])
+    # The mask-stack path (overlapping instances) agrees with the label path.
+    stacked = metrics.contingency(metrics.instance_masks(a), b)
+    for got, ref in zip(stacked, (inter, area_a, area_b)):
+        np.testing.assert_array_equal(got, ref)
+    assert inter.dtype == np.float64
+
+
+def test_coco_ap_of_label_images_equals_mask_stacks():
+    rng = np.random.default_rng(3)
+    gt = np.zeros((40, 40), np.int32)
+    for k, (y, x) in enumerate([(2, 2), (2, 20), (20, 4), (22, 22)], start=1):
+        gt[y:y + 14, x:x + 14] = k
+    pred = np.where(rng.random((40, 40)) < 0.1, 0, gt)
+    pred[pred == 3] = 9  # an id gap
+    scores = [np.array([0.9, 0.2, 0.7, 0.5])]
+    by_labels = metrics.coco_ap([pred], [gt], scores=scores)
+    by_masks = metrics.coco_ap([metrics.instance_masks(pred)], [metrics.instance_masks(gt)],
+                               scores=scores)
+    assert by_labels == by_masks and 0 < by_labels["AP"] <= 1
+    with pytest.raises(ValueError, match=r"scores\[0\] must have shape \(4,\), one per instance"):
+        metrics.coco_ap([pred], [gt], scores=[np.ones(3)])
+
+
+def test_coco_ap_prints_nothing(capsys):
+    gt = np.zeros((10, 10), np.int32)
+    gt[2:6, 2:6] = 1
+    metrics.coco_ap([gt], [gt])
+    assert capsys.readouterr().out == ""

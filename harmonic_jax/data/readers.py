@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import tifffile
-from PIL import Image
 
 from harmonic_jax.data.cvppp import Sample
+from harmonic_jax.io import read_image as _read
 
 __all__ = ["load_bbbc010", "load_folder", "load_hela", "to_uint8"]
 
@@ -38,18 +37,6 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     lo, hi = np.percentile(image, (0.5, 99.5))
     scaled = (image.astype(np.float64) - lo) / max(hi - lo, 1e-12)
     return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
-
-
-def _read(path: Path) -> np.ndarray:
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            return tifffile.imread(path)
-        with Image.open(path) as im:
-            return np.array(im)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is missing") from None
-    except Exception as err:  # noqa: BLE001 - report which file is broken
-        raise ValueError(f"{path} is not a readable image: {err}") from None
 
 
 def _require_dir(path: Path, layout: str) -> Path:

@@ -13,7 +13,6 @@ Each model is a folder of package data, ``harmonic_jax/pretrained/<name>/``:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -23,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import serialization
 
-from harmonic_jax.config import TrainConfig
+from harmonic_jax.config import config_from_record
 from harmonic_jax.guides import load_guides
 
 __all__ = ["available", "export_run", "load", "model_dir"]
@@ -55,23 +54,22 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _config_from_json(fields: dict) -> TrainConfig:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in fields.items() if k in known})
-
-
 def load(name: str | Path = "cvppp_a1"):
-    """Loads a shipped model (or an exported model folder) for inference.
+    """Loads a shipped model, an exported model folder, or a training run folder, for inference.
 
     Example::
 
         model, variables, guide_params, config = pretrained.load("cvppp_a1")
-        labels = predict.segment(model, variables, guide_params, image,
-                                 **config.cluster_kwargs())
+        seg = evaluation.segment_image(model, variables, guide_params, config, image)
+        labels = seg.labels["predicted fg"]  # (H, W) int32 at the image's own size
 
     The network works at ``config.resize`` times the resolution of the data it was trained on
-    (CVPPP A1 at 0.5: resize images by it first).
+    (CVPPP A1 at 0.5: resize images by it first; :func:`harmonic_jax.evaluation.segment_image`
+    does, and maps the labels back).
+
+    Args:
+      name: a name of :func:`available`, a folder written by :func:`export_run`, or a run folder
+        of :func:`~harmonic_jax.fit.fit` (its best checkpoint by validation SBD).
 
     Returns:
       ``(model, variables, guide_params, config)``: the :class:`~harmonic_jax.model.UNet`, its
@@ -81,7 +79,13 @@ def load(name: str | Path = "cvppp_a1"):
     Raises:
       ValueError: unknown name, or a file's SHA-256 differs from the manifest's (a corrupt or
         altered file).
+      FileNotFoundError: a run folder without a checkpoint.
     """
+    if not (_ROOT / str(name) / "manifest.json").is_file() and not (
+            Path(name) / "manifest.json").is_file() and (Path(name) / "config.json").is_file():
+        from harmonic_jax.fit import load_run
+
+        return load_run(name)
     from harmonic_jax.fit import build_model  # fit imports the training stack; load lazily
 
     folder = model_dir(name)
@@ -93,7 +97,7 @@ def load(name: str | Path = "cvppp_a1"):
                              f"{expected}; the file is corrupt or was changed")
     weights = folder / _WEIGHTS
     fields = json.loads((folder / "config.json").read_text())
-    config = _config_from_json(fields)
+    config = config_from_record(fields)
     guide_params, meta = load_guides(folder / "guides.json")
     frame = tuple(round(f * config.resize) for f in meta["frame"])
     model = build_model(config, frame)
@@ -133,7 +137,7 @@ def export_run(workdir: str | Path, dest: str | Path, *, best: bool = False,
     (dest / _WEIGHTS).write_bytes(serialization.to_bytes(variables))
     shutil.copyfile(workdir / "guides.json", dest / "guides.json")
     fields = dict(json.loads((workdir / "config.json").read_text()), **(config_updates or {}))
-    _config_from_json(fields)  # the updated fields must still make a TrainConfig
+    config_from_record(fields)  # the updated fields must still make a TrainConfig
     (dest / "config.json").write_text(json.dumps(fields, indent=1))
     lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines() if x]
     curve = [x for x in lines if "val_sbd" in x]
