@@ -80,6 +80,7 @@ def main(argv=None) -> None:
     parser.add_argument("--name", default="cvppp_a1")
     parser.add_argument("--min-size", type=int, help="inference min_size to ship (measured)")
     parser.add_argument("--max-gap", type=float, help="inference max_gap to ship (measured)")
+    parser.add_argument("--note", default="", help="how the run was trained, if not one command")
     args = parser.parse_args(argv)
     model, variables, guide_params, config = load_run(args.run, best=False)
     updates = {k: v for k, v in (("min_size", args.min_size), ("max_gap", args.max_gap))
@@ -100,7 +101,8 @@ def main(argv=None) -> None:
     lines = [f"# Pretrained `{args.name}`: held-out scores\n\n",
              f"`harmonic_jax.pretrained.load(\"{args.name}\")`: `configs/{train_command}.py`, "
              f"{steps} steps, {seconds / 60:.0f} min of training on {os.cpu_count()} CPU cores; "
-             f"the newest checkpoint (not chosen by held-out scores). Scored on the "
+             f"the newest checkpoint (not chosen by held-out scores). "
+             + (f"{args.note} " if args.note else "") + "Scored on the "
              f"{result['images']} held-out images of `{config.split}` at their own resolution "
              f"(the network runs at {config.resize}x), with min_size={config.min_size}, "
              f"max_gap={config.max_gap} "
@@ -123,7 +125,7 @@ def main(argv=None) -> None:
         steps=steps, train_seconds=seconds, machine=f"{platform.node()}, {os.cpu_count()} CPU cores",
         train_command=f"harmonic-jax train --config configs/{train_command}.py",
         train_settings=config_summary(config),
-        export_command=shlex.join(["benchmarks/export_pretrained.py", *argv]),
+        export_command=shlex.join(["benchmarks/export_pretrained.py", *argv]), note=args.note,
         held_out=result["table"], held_out_per_image=result["per_image"])
     print(f"wrote {dest} ({(dest / 'variables.msgpack').stat().st_size / 1e6:.1f} MB)")
 
