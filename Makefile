@@ -23,9 +23,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_crowded.py --guides configs/guides/crowded_blobs.json
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/bench_metrics.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check harmonic_jax tests benchmarks configs
 
 clean:
-	rm -rf $(VENV) demo_out bench_out .pytest_cache
+	rm -rf $(VENV) demo_out bench_out predictions evaluation .pytest_cache

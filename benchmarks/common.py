@@ -56,16 +56,38 @@ def timed_original(emb, fg, bandwidth, min_size, timeout, every_pixel=True):
         child.join()
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds all processes of the machine have used since boot (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+def _own_busy_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+_START = (time.perf_counter(), _machine_busy_s(), _own_busy_s())  # when the benchmark began
+
+
 def load_note(before: tuple[float, float, float]) -> str:
     """One line on the machine's load during a run, with a warning when it was not idle.
 
+    Idle means: the CPU time the whole machine used since this module was imported, minus this
+    process's and its finished children's, is under 10% of one core over the run. (A load
+    average cannot tell: the benchmark's own threads raise it.)
+
     Args:
-      before: ``os.getloadavg()`` taken when the run started.
+      before: ``os.getloadavg()`` taken when the run started (printed for reference).
     """
     after = os.getloadavg()
     cores = os.cpu_count() or 1
-    note = f"load average (1 min) before {before[0]:.2f}, after {after[0]:.2f} on {cores} cores"
-    if max(before[0], after[0]) > 0.5 * cores + 0.5:
+    wall = time.perf_counter() - _START[0]
+    others = (_machine_busy_s() - _START[1]) - (_own_busy_s() - _START[2])
+    note = (f"load average (1 min) before {before[0]:.2f}, after {after[0]:.2f} on {cores} "
+            f"cores; other processes used {max(others, 0.0):.1f} CPU s in {wall:.0f} s")
+    if others > 0.1 * wall:
         note += ("\nWARNING: something else used the cores during this run; its timings are not "
                  "figures: rerun it on an idle machine")
     return note

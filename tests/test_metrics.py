@@ -135,3 +135,11 @@ def test_coco_ap_prints_nothing(capsys):
     gt[2:6, 2:6] = 1
     metrics.coco_ap([gt], [gt])
     assert capsys.readouterr().out == ""
+
+
+def test_coco_ap_scores_every_instance_of_a_crowded_image():
+    # 300 instances: past COCO's 100 detections per image and past 255 (pycocotools' uint8).
+    gt = np.kron(np.arange(1, 301).reshape(15, 20), np.ones((4, 4), np.int64)).astype(np.int32)
+    assert metrics.coco_ap([gt], [gt])["AP"] == pytest.approx(1.0)
+    half = np.where(gt % 2 == 0, gt, 0)  # finds every other instance
+    assert metrics.coco_ap([half], [gt])["AP50"] == pytest.approx(0.5, abs=0.02)

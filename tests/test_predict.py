@@ -140,3 +140,13 @@ def test_instance_scores_are_mean_probabilities():
     labels = np.array([[0, 3, 3], [5, 5, 0]])
     prob = np.array([[0.1, 0.2, 0.4], [1.0, 0.5, 0.9]])
     np.testing.assert_allclose(predict.instance_scores(labels, prob), [0.3, 0.75], rtol=1e-6)
+
+
+def test_lists_from_json_work_like_tuples(net, image):
+    model, variables = net
+    from_json = compact_unet(widths=[4, 8, 8], sinconv_kernel=3, fg_head=True, frame=[150, 210])
+    assert from_json == model and hash(from_json) == hash(model)  # jit's static argument
+    got = predict.predict_embeddings(from_json, variables, GUIDES.tolist(), image[:40, :50],
+                                     offset=[4, 4])[0]
+    want = predict.predict_embeddings(model, variables, GUIDES, image[:40, :50], offset=(4, 4))[0]
+    np.testing.assert_array_equal(got, want)
