@@ -80,11 +80,20 @@ def segment_held_out(data, names, out: Path, *, run_dir=None, montage_rows: int 
     print(f"(at the plants' own resolution, {np.mean(seconds):.2f} s a plant for network and "
           f"clustering; AP ranks instances by mean foreground probability)")
     evaluation.write_csv(out / "per_image.csv", rows)
+    def crop(sample, pred):  # the plant and a margin: pots and trays are most of the image
+        rows, cols = np.nonzero(sample.fg | (pred > 0))
+        pad = 24
+        return (slice(max(rows.min() - pad, 0), rows.max() + pad),
+                slice(max(cols.min() - pad, 0), cols.max() + pad))
+
+    def count(labels):
+        return len(np.unique(labels[labels > 0]))
+
     viz.save_grid(out / "montage.png",
-                  [[s.image, io.overlay(s.image, p), io.overlay(s.image, s.labels)]
-                   for s, p, _ in kept],
-                  [[s.name, f"prediction: {p.max()} leaves, SBD {sbd:.3f}",
-                    f"truth: {s.labels.max()} leaves"] for s, p, sbd in kept])
+                  [[x[box] for x in (s.image, io.overlay(s.image, p), io.overlay(s.image, s.labels))]
+                   for s, p, _ in kept for box in [crop(s, p)]],
+                  [[s.name, f"prediction: {count(p)} leaves, SBD {sbd:.3f}",
+                    f"truth: {count(s.labels)} leaves"] for s, p, sbd in kept])
     print(f"overlays/, montage.png and per_image.csv in {out}/")
     return dict(rows=rows, summary=totals)
 
