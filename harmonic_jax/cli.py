@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -13,16 +14,25 @@ _DATA = "../shared/data/cvppp_a1"
 _SPLIT = "../shared/data/cvppp_a1_split.json"
 
 
+def _subset(split: str, subset: str) -> list[str]:
+    from harmonic_jax.data import load_split
+
+    names = load_split(split)
+    if subset not in names:
+        raise ValueError(f"{split} has no subset {subset!r}; it has {sorted(names)}")
+    return names[subset]
+
+
 def _fit_guides(args: argparse.Namespace) -> None:
     import jax
     import numpy as np
 
     from harmonic_jax import guides, search
-    from harmonic_jax.data import READERS, load_split
+    from harmonic_jax.data import READERS
 
     if args.dataset not in READERS:
         raise ValueError(f"unknown dataset {args.dataset!r}; readers: {sorted(READERS)}")
-    names = load_split(args.split)[args.subset] if args.split else None
+    names = _subset(args.split, args.subset) if args.split else None
     labels = [s.labels for s in READERS[args.dataset](args.data, names)]
     result = search.fit_guides(
         labels, n=args.n, margin=args.margin, norm=args.norm, headroom=args.headroom,
@@ -86,39 +96,42 @@ def _predict(args: argparse.Namespace) -> None:
         raise ValueError(f"model {args.model} has no foreground output (trained with "
                          "fg_head=false): it segments only inside masks you give "
                          "(evaluation.segment_image(..., masks=...))")
-    if args.scale is not None and not args.scale > 0:
+    if args.scale is not None and not (math.isfinite(args.scale) and args.scale > 0):
         raise ValueError(f"--scale must be > 0, got {args.scale}")
     from harmonic_jax.predict import tile_plan
 
     tile_plan((1, 1), model, tile=args.tile)  # a bad --tile fails here, not on every image
+    from PIL import Image
+
     out = Path(args.out)
     rows, failed, used = [], 0, set()
-    for path in tqdm(files, desc="predict", unit="image"):
-        stem = path.stem
-        while stem in used:  # two inputs of the same name (from different folders)
-            stem += "_"
-        used.add(stem)
-        try:
-            seg = evaluation.segment_image(model, variables, guide_params, config,
-                                           io.read_image(path, convert=True), scale=args.scale,
-                                           tile=args.tile)
-            labels = seg.labels[evaluation.PREDICTED]
-            io.write_labels(out / "labels" / f"{stem}.{args.format}", labels)
-        except ValueError as err:
-            failed += 1
-            tqdm.write(f"{path}: skipped: {err}")
-            rows.append(dict(image=str(path), error=str(err)))
-            continue
-        if not args.no_overlay:
-            from PIL import Image
-
-            (out / "overlays").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(io.overlay(seg.image, labels)).save(out / "overlays" / f"{stem}.png")
-        rows.append(dict(image=str(path), labels=f"labels/{stem}.{args.format}",
-                         height=labels.shape[0], width=labels.shape[1],
-                         instances=int(len(seg.scores[evaluation.PREDICTED])),
-                         seconds=round(seg.seconds, 3), notes="; ".join(seg.notes)))
-    evaluation.write_csv(out / "instances.csv", rows)
+    try:
+        for path in tqdm(files, desc="predict", unit="image"):
+            stem = path.stem
+            while stem in used:  # two inputs of the same name (from different folders)
+                stem += "_"
+            used.add(stem)
+            try:
+                seg = evaluation.segment_image(model, variables, guide_params, config,
+                                               io.read_image(path, convert=True),
+                                               scale=args.scale, tile=args.tile)
+                labels = seg.labels[evaluation.PREDICTED]
+                io.write_labels(out / "labels" / f"{stem}.{args.format}", labels)
+                if not args.no_overlay:
+                    (out / "overlays").mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(io.overlay(seg.image, labels)).save(
+                        out / "overlays" / f"{stem}.png")
+            except (ValueError, OSError, MemoryError) as err:  # this image only
+                failed += 1
+                tqdm.write(f"{path}: skipped: {err}")
+                rows.append(dict(image=str(path), error=str(err)))
+                continue
+            rows.append(dict(image=str(path), labels=f"labels/{stem}.{args.format}",
+                             height=labels.shape[0], width=labels.shape[1],
+                             instances=int(len(seg.scores[evaluation.PREDICTED])),
+                             seconds=round(seg.seconds, 3), notes="; ".join(seg.notes)))
+    finally:  # what was done is recorded even when the run stops
+        evaluation.write_csv(out / "instances.csv", rows)
     print(f"{len(files) - failed} of {len(files)} images segmented; labels"
           + ("" if args.no_overlay else ", overlays") + f" and instances.csv in {out}/")
     if failed:
@@ -127,11 +140,11 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from harmonic_jax import evaluation
-    from harmonic_jax.data import READERS, load_split
+    from harmonic_jax.data import READERS
 
     if args.dataset not in READERS:
         raise ValueError(f"unknown dataset {args.dataset!r}; readers: {sorted(READERS)}")
-    names = load_split(args.split)[args.subset] if args.split else None
+    names = _subset(args.split, args.subset) if args.split else None
     samples = READERS[args.dataset](args.data, names)
     if not samples:
         raise ValueError(f"no annotated images in {args.data}")

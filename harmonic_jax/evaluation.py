@@ -107,8 +107,8 @@ def segment_image(model, variables, guide_params, config: TrainConfig, image: Ar
     prepared = prepare_image(image, input_channels(variables))
     shape = prepared.image.shape[:2]
     factor = config.resize if scale is None else float(scale)
-    if not factor > 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
+    if not (np.isfinite(factor) and factor > 0):
+        raise ValueError(f"scale must be a finite number > 0, got {scale}")
     small = _resize_image(prepared.image, factor)
     out = predict_embeddings(model, variables, guide_params, Prepared(small, prepared.notes),
                              tile=tile)

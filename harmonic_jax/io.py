@@ -40,6 +40,9 @@ def read_image(path: str | Path, *, convert: bool = False) -> np.ndarray:
             return np.array(im)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing") from None
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path} has more pixels than Pillow opens by default ({err}); save it "
+                         "as TIFF, or raise PIL.Image.MAX_IMAGE_PIXELS") from None
     except Exception as err:  # noqa: BLE001 - report which file is broken
         raise ValueError(f"{path} is not a readable image: {err}") from None
 

@@ -230,8 +230,12 @@ def coco_ap(
             detections.append(dict(image_id=i + 1, category_id=1, segmentation=rle,
                                    score=float(score)))
     keys = ("AP", "AP50", "AP75", "APS", "APM", "APL")
-    if not detections:
-        return {k: (0.0 if annotations else -1.0) for k in keys}
+    if not detections:  # recall 0 where there is something to find, -1 where there is not
+        areas = np.asarray([a["area"] for a in annotations])
+        ranges = [(0, np.inf), (0, 32**2), (32**2, 96**2), (96**2, np.inf)]  # COCO's
+        found = [bool(((areas >= lo) & (areas < hi)).any()) for lo, hi in ranges]
+        return dict(zip(keys, [0.0 if found[0] else -1.0] * 3
+                        + [0.0 if f else -1.0 for f in found[1:]]))
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         gt_coco = COCO()
         gt_coco.dataset = dict(images=images, annotations=annotations,
@@ -244,8 +248,8 @@ def coco_ap(
         evaluator.params.maxDets = [1, 10, int(most)]
         evaluator.evaluate()
         evaluator.accumulate()
-    # COCOeval.summarize() reads AP at 100 detections whatever maxDets says: average the
-    # precision table at the largest maxDets ourselves. precision: (IoU, recall, class, area, dets).
+    # COCOeval.summarize() computes its first line (AP) at maxDets=100 only: average the
+    # precision table at our largest maxDets ourselves. precision: (IoU, recall, class, area, dets).
     precision = evaluator.eval["precision"][:, :, 0, :, -1]
     thresholds = evaluator.params.iouThrs
 

@@ -143,3 +143,10 @@ def test_coco_ap_scores_every_instance_of_a_crowded_image():
     assert metrics.coco_ap([gt], [gt])["AP"] == pytest.approx(1.0)
     half = np.where(gt % 2 == 0, gt, 0)  # finds every other instance
     assert metrics.coco_ap([half], [gt])["AP50"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_coco_ap_without_detections_marks_empty_size_ranges():
+    gt = np.zeros((40, 40), np.int32)
+    gt[2:6, 2:6] = 1  # one small instance only
+    out = metrics.coco_ap([np.zeros_like(gt)], [gt])
+    assert (out["AP"], out["APS"], out["APM"], out["APL"]) == (0.0, 0.0, -1.0, -1.0)
