@@ -1,12 +1,15 @@
 """Train-step throughput and peak memory: our default U-Net against a PyTorch model of the same
 architecture and parameter count (the original's, 28,837,260 parameters), same machine, same
-threads, 448 x 448 inputs, Adam, L1 loss on 12 outputs.
+threads, 448 x 448 inputs, Adam, L1 loss on 12 outputs; and the compact CPU network of
+``configs/cvppp_a1_cpu.py`` (widths 16-32-64-128, 3x3 SinConvs, foreground head) at 256 x 256.
 
 Each framework runs in its own process (so peak memory is its own). Ours times the full jitted
 step (on-device augmentation, targets, forward, backward, update); compilation is reported
 apart, and the compile counter checks that no step after the first recompiles.
 
-    .venv/bin/python benchmarks/bench_train.py [--batches 1 4] [--steps 3] [--size 448]
+    .venv/bin/python benchmarks/bench_train.py [--nets default compact] [--batches 1 4] [--steps 3]
+
+It ends with a check that the machine was idle (other processes' CPU time over the run).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(__file__))
+from common import load_note  # noqa: E402
+
 GUIDES = "configs/guides/cvppp_a1.json"
 
 
@@ -26,16 +32,28 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_jax(batch: int, steps: int, size: int) -> dict:
+# The networks measured: the default (the original's architecture) and the compact CPU network
+# of configs/cvppp_a1_cpu.py (the recipe of the shipped model), each at its training crop size.
+NETS = {
+    "default": dict(widths=(64, 128, 256, 512, 512), kernel=7, fg_head=False, size=448),
+    "compact": dict(widths=(16, 32, 64, 128), kernel=3, fg_head=True, size=256),
+}
+
+
+def jax_step(net: str, batch: int, size: int):
+    """The jitted train step of ``net`` on random ``size``-square images, its state and batch,
+    after one (compiling) step: ``(step, state, data, first_step_seconds)``."""
     import jax
     import numpy as np
     import optax
 
     from harmonic_jax import guides, train
-    from harmonic_jax.model import UNet, count_params
+    from harmonic_jax.model import UNet
 
     params, meta = guides.load_guides(GUIDES)
-    model = UNet(frame=tuple(meta["frame"]))
+    spec = NETS[net]
+    model = UNet(widths=spec["widths"], sinconv_kernel=spec["kernel"], fg_head=spec["fg_head"],
+                 frame=tuple(meta["frame"]))
     optimizer = optax.adam(1e-5)
     state = train.create_state(model, optimizer, params, key=jax.random.PRNGKey(0),
                                image_shape=(size, size, 3))
@@ -50,7 +68,15 @@ def run_jax(batch: int, steps: int, size: int) -> dict:
     start = time.perf_counter()
     state, metrics = step(state, data)
     jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - start
+    return step, state, data, time.perf_counter() - start
+
+
+def run_jax(net: str, batch: int, steps: int, size: int) -> dict:
+    import jax
+
+    from harmonic_jax.model import count_params
+
+    step, state, data, compile_s = jax_step(net, batch, size)
     start = time.perf_counter()
     for _ in range(steps):
         state, metrics = step(state, data)
@@ -61,8 +87,10 @@ def run_jax(batch: int, steps: int, size: int) -> dict:
                 compilations=step._cache_size(), peak_mib=_peak_mib())
 
 
-def torch_unet():
-    """The original's architecture in PyTorch (28,837,260 parameters for RGB, N = 12)."""
+def torch_unet(widths=(64, 128, 256, 512, 512), kernel=7, fg_head=False):
+    """The original's architecture in PyTorch (28,837,260 parameters for RGB, N = 12, with the
+    default arguments), or the compact network's (``fg_head``: a 1x1 foreground head beside the
+    embedding's)."""
     import torch
     from torch import nn
 
@@ -87,7 +115,7 @@ def torch_unet():
                              nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(True))
 
     class Net(nn.Module):
-        def __init__(self, widths=(64, 128, 256, 512, 512)):
+        def __init__(self):
             super().__init__()
             self.enc = nn.ModuleList([double(3, widths[0])] + [
                 double(a, b) for a, b in zip(widths[:-1], widths[1:])])
@@ -99,10 +127,12 @@ def torch_unet():
                 out = widths[max(depth - 2 - level, 0)]
                 self.dec.append(nn.ModuleList([
                     SinMaps(2 ** (depth - 1 - level)),
-                    nn.Conv2d(skip + channels + 12, out, 7, padding=3), double(out, out)]))
+                    nn.Conv2d(skip + channels + 12, out, kernel, padding=kernel // 2),
+                    double(out, out)]))
                 channels = out
-            self.head = nn.Sequential(SinMaps(1), nn.Conv2d(channels + 12, widths[0], 7, padding=3),
-                                      nn.Conv2d(widths[0], 12, 1))
+            self.last = nn.Sequential(SinMaps(1), nn.Conv2d(channels + 12, widths[0], kernel,
+                                                            padding=kernel // 2))
+            self.head = nn.Conv2d(widths[0], 13 if fg_head else 12, 1)
 
         def forward(self, x):
             skips = []
@@ -114,26 +144,32 @@ def torch_unet():
                 up = nn.functional.interpolate(x, scale_factor=2, mode="bilinear",
                                                align_corners=True)
                 x = conv(sinconv(maps(torch.cat([skips.pop(), up], 1))))
-            return self.head(x)
+            return self.head(self.last(x))
 
     return Net()
 
 
-def run_torch(batch: int, steps: int, size: int) -> dict:
+def run_torch(net: str, batch: int, steps: int, size: int) -> dict:
     import numpy as np
     import torch
+    from torch import nn
 
     torch.set_num_threads(os.cpu_count())
-    net = torch_unet()
+    spec = NETS[net]
+    net = torch_unet(spec["widths"], spec["kernel"], spec["fg_head"])
     n_params = sum(p.numel() for p in net.parameters())
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-5)
     rng = np.random.default_rng(0)
     images = torch.tensor(rng.integers(0, 255, (batch, 3, size, size)), dtype=torch.float32)
     targets = torch.tensor(rng.uniform(-1, 1, (batch, 12, size, size)), dtype=torch.float32)
+    fg = torch.tensor(rng.uniform(0, 1, (batch, size, size)) > 0.5, dtype=torch.float32)
 
     def step():
         optimizer.zero_grad()
-        loss = (net(images / 255 - 0.5) - targets).abs().sum(1).mean()
+        out = net(images / 255 - 0.5)
+        loss = (out[:, :12] - targets).abs().sum(1).mean()
+        if spec["fg_head"]:
+            loss = loss + 10 * nn.functional.binary_cross_entropy_with_logits(out[:, 12], fg)
         loss.backward()
         optimizer.step()
 
@@ -151,34 +187,41 @@ def run_torch(batch: int, steps: int, size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nets", nargs="+", choices=sorted(NETS), default=["default", "compact"])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--size", type=int, default=448)
+    parser.add_argument("--size", type=int, help="input size (default: the network's crop)")
     parser.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--net", choices=sorted(NETS), help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker = run_jax if args.worker == "jax" else run_torch
-        print(json.dumps(worker(args.batch, args.steps, args.size)))
+        print(json.dumps(worker(args.net, args.batch, args.steps, args.size)))
         return
-    print(f"{'batch':>5} {'framework':>9} {'params':>11} {'img/s':>7} {'step s':>7} "
-          f"{'1st step s':>10} {'compiles':>8} {'peak MiB':>9}")
-    for batch in args.batches:
-        rows = {}
-        for framework in ("jax", "torch"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", framework, "--batch", str(batch),
-                 "--steps", str(args.steps), "--size", str(args.size)],
-                check=True, capture_output=True, text=True)
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            rows[framework] = row
-            print(f"{batch:5d} {framework:>9} {row['params']:11,d} {row['images_per_s']:7.3f} "
-                  f"{row['step_s']:7.2f} {row['first_step_s']:10.1f} "
-                  f"{str(row['compilations'] or '-'):>8} {row['peak_mib']:9.0f}", flush=True)
-        ratio = rows["jax"]["images_per_s"] / rows["torch"]["images_per_s"]
-        memory = rows["jax"]["peak_mib"] / rows["torch"]["peak_mib"]
-        print(f"batch {batch}: throughput ratio jax/torch {ratio:.2f}x (goal >= 1.0), "
-              f"peak memory ratio {memory:.2f}x", flush=True)
+    before = os.getloadavg()
+    print(f"{'net':>7} {'size':>4} {'batch':>5} {'framework':>9} {'params':>11} {'img/s':>7} "
+          f"{'step s':>7} {'1st step s':>10} {'compiles':>8} {'peak MiB':>9}")
+    for net in args.nets:
+        size = args.size or NETS[net]["size"]
+        for batch in args.batches:
+            rows = {}
+            for framework in ("jax", "torch"):
+                out = subprocess.run(
+                    [sys.executable, __file__, "--worker", framework, "--net", net,
+                     "--batch", str(batch), "--steps", str(args.steps), "--size", str(size)],
+                    check=True, capture_output=True, text=True)
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                rows[framework] = row
+                print(f"{net:>7} {size:4d} {batch:5d} {framework:>9} {row['params']:11,d} "
+                      f"{row['images_per_s']:7.3f} {row['step_s']:7.2f} "
+                      f"{row['first_step_s']:10.1f} {str(row['compilations'] or '-'):>8} "
+                      f"{row['peak_mib']:9.0f}", flush=True)
+            ratio = rows["jax"]["images_per_s"] / rows["torch"]["images_per_s"]
+            memory = rows["jax"]["peak_mib"] / rows["torch"]["peak_mib"]
+            print(f"{net} batch {batch}: throughput ratio jax/torch {ratio:.2f}x (goal >= 1.0), "
+                  f"peak memory ratio {memory:.2f}x (goal <= 1.2)", flush=True)
+    print(load_note(before))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from harmonic_jax.conv import conv_general_dilated
 from harmonic_jax.guides import get_family
 
 __all__ = [
@@ -101,6 +102,13 @@ def upsample_half_pixel(x: jax.Array) -> jax.Array:
     return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
 
 
+def _conv(features: int, kernel: int, dtype) -> nn.Conv:
+    """A ``kernel x kernel`` same-padded convolution whose weight gradient is fast on CPU
+    (:mod:`harmonic_jax.conv`); parameters as ``nn.Conv``'s."""
+    return nn.Conv(features, (kernel, kernel), padding=kernel // 2, dtype=dtype,
+                   conv_general_dilated=conv_general_dilated)
+
+
 def _valid_mask(valid: jax.Array, shape: tuple[int, int], stride: int, dtype) -> jax.Array:
     """``(B, h, w, 1)`` ones on the pixels of a stride-``stride`` grid inside ``valid`` (B, 2)."""
     limit = -(-valid // stride)  # ceil: a pixel of a coarse grid is valid if it covers one
@@ -143,8 +151,7 @@ class SinConv(nn.Module):
         maps = jax.lax.stop_gradient(maps[:, : x.shape[1], : x.shape[2]]).astype(x.dtype)
         x = jnp.concatenate([x, maps], axis=-1)
         x = x if mask is None else x * mask
-        pad = self.kernel_size // 2
-        return nn.Conv(self.features, (self.kernel_size,) * 2, padding=pad, dtype=self.dtype)(x)
+        return _conv(self.features, self.kernel_size, self.dtype)(x)
 
 
 def _norm(kind: str, features: int, train: bool, dtype) -> nn.Module:
@@ -170,7 +177,7 @@ class DoubleConv(nn.Module):
     def __call__(self, x, train: bool, mask=None):
         """``mask``: ``(B, h, w, 1)`` or ``None``; zeroes the padding after each layer."""
         for _ in range(2):
-            x = nn.Conv(self.features, (3, 3), padding=1, dtype=self.dtype)(x)
+            x = _conv(self.features, 3, self.dtype)(x)
             x = _norm(self.norm, self.features, train, self.dtype)(x)
             x = nn.relu(x)
             x = x if mask is None else x * mask
@@ -267,8 +274,7 @@ class UNet(nn.Module):
             if self.sinconv:
                 return SinConv(features, self.sinconv_kernel, stride, self.family, self.frame,
                                self.dtype)(x, guide_params, offset, full, mask(x, stride))
-            k = self.sinconv_kernel
-            return nn.Conv(features, (k, k), padding=k // 2, dtype=self.dtype)(x)
+            return _conv(features, self.sinconv_kernel, self.dtype)(x)
 
         skips = []
         for level, features in enumerate(self.widths):
