@@ -8,6 +8,10 @@ step (on-device augmentation, targets, forward, backward, update); compilation i
 apart, and the compile counter checks that no step after the first recompiles.
 
     .venv/bin/python benchmarks/bench_train.py [--nets default compact] [--batches 1 4] [--steps 3]
+        [--before]
+
+``--before`` adds our step as it was before :mod:`harmonic_jax.conv` (XLA's own convolution
+weight gradients), measured in the same run.
 
 It ends with a check that the machine was idle (other processes' CPU time over the run).
 """
@@ -15,6 +19,7 @@ It ends with a check that the machine was idle (other processes' CPU time over t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -71,10 +76,14 @@ def jax_step(net: str, batch: int, size: int):
     return step, state, data, time.perf_counter() - start
 
 
-def run_jax(net: str, batch: int, steps: int, size: int) -> dict:
+def run_jax(net: str, batch: int, steps: int, size: int, xla_weight_gradient=False) -> dict:
     import jax
 
+    from harmonic_jax import conv
     from harmonic_jax.model import count_params
+
+    if xla_weight_gradient:  # the step as it was before harmonic_jax.conv: XLA's own gradients
+        conv.uses_matmul_gradient = lambda *shape: False
 
     step, state, data, compile_s = jax_step(net, batch, size)
     start = time.perf_counter()
@@ -82,7 +91,8 @@ def run_jax(net: str, batch: int, steps: int, size: int) -> dict:
         state, metrics = step(state, data)
     jax.block_until_ready(metrics)
     seconds = (time.perf_counter() - start) / steps
-    return dict(framework="jax", batch=batch, params=count_params(state.params),
+    return dict(framework="jax, XLA weight gradients" if xla_weight_gradient else "jax",
+                batch=batch, params=count_params(state.params),
                 step_s=seconds, images_per_s=batch / seconds, first_step_s=compile_s,
                 compilations=step._cache_size(), peak_mib=_peak_mib())
 
@@ -191,29 +201,33 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--size", type=int, help="input size (default: the network's crop)")
-    parser.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--before", action="store_true",
+                        help="also time our step with XLA's own weight gradients (as before "
+                             "harmonic_jax.conv)")
+    parser.add_argument("--worker", choices=["jax", "jax-xla", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--net", choices=sorted(NETS), help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker = run_jax if args.worker == "jax" else run_torch
+        worker = {"jax": run_jax, "torch": run_torch,
+                  "jax-xla": functools.partial(run_jax, xla_weight_gradient=True)}[args.worker]
         print(json.dumps(worker(args.net, args.batch, args.steps, args.size)))
         return
     before = os.getloadavg()
-    print(f"{'net':>7} {'size':>4} {'batch':>5} {'framework':>9} {'params':>11} {'img/s':>7} "
+    print(f"{'net':>7} {'size':>4} {'batch':>5} {'framework':>27} {'params':>11} {'img/s':>7} "
           f"{'step s':>7} {'1st step s':>10} {'compiles':>8} {'peak MiB':>9}")
     for net in args.nets:
         size = args.size or NETS[net]["size"]
         for batch in args.batches:
             rows = {}
-            for framework in ("jax", "torch"):
+            for framework in ("jax-xla", "jax", "torch") if args.before else ("jax", "torch"):
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", framework, "--net", net,
                      "--batch", str(batch), "--steps", str(args.steps), "--size", str(size)],
                     check=True, capture_output=True, text=True)
                 row = json.loads(out.stdout.strip().splitlines()[-1])
                 rows[framework] = row
-                print(f"{net:>7} {size:4d} {batch:5d} {framework:>9} {row['params']:11,d} "
+                print(f"{net:>7} {size:4d} {batch:5d} {row['framework']:>27} {row['params']:11,d} "
                       f"{row['images_per_s']:7.3f} {row['step_s']:7.2f} "
                       f"{row['first_step_s']:10.1f} {str(row['compilations'] or '-'):>8} "
                       f"{row['peak_mib']:9.0f}", flush=True)
@@ -221,6 +235,13 @@ def main() -> None:
             memory = rows["jax"]["peak_mib"] / rows["torch"]["peak_mib"]
             print(f"{net} batch {batch}: throughput ratio jax/torch {ratio:.2f}x (goal >= 1.0), "
                   f"peak memory ratio {memory:.2f}x (goal <= 1.2)", flush=True)
+            if args.before:
+                print(f"{net} batch {batch}: before harmonic_jax.conv, throughput ratio "
+                      f"{rows['jax-xla']['images_per_s'] / rows['torch']['images_per_s']:.2f}x, "
+                      f"peak memory ratio "
+                      f"{rows['jax-xla']['peak_mib'] / rows['torch']['peak_mib']:.2f}x; speed-up "
+                      f"{rows['jax']['images_per_s'] / rows['jax-xla']['images_per_s']:.2f}x",
+                      flush=True)
     print(load_note(before))
 
 
