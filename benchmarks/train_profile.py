@@ -9,7 +9,7 @@ shape), and the JAX source path in its metadata names the layer (``SinConv``, ``
 the upsampling, BatchNorm, the augmentation, the targets, Adam).
 
     .venv/bin/python benchmarks/train_profile.py [--nets default compact] [--batches 1 4] \
-        [--out benchmarks/results/train_profile.md]
+        [--before] [--out FILE.md]
 
 Shares are of the summed thunk time (the two cores can run two thunks at once, so it may exceed
 the wall time, which is printed beside it).
@@ -103,10 +103,16 @@ def _kind(name: str, instructions: dict, computations: dict) -> str:
     return "other (loss, masks, elementwise)"
 
 
-def profile(net: str, batch: int, size: int, steps: int, top: int = 10):
+def profile(net: str, batch: int, size: int, steps: int, top: int = 10, before=False):
     """Rows ``(kind, seconds per step, share)``, the ``top`` thunks ``(name, kind, seconds,
-    source)``, wall seconds per step and compile seconds."""
+    source)``, wall seconds per step and compile seconds. ``before``: the step with XLA's own
+    convolution weight gradients (as before :mod:`harmonic_jax.conv`)."""
     import jax
+
+    from harmonic_jax import conv
+
+    if before:
+        conv.uses_matmul_gradient = lambda *shape: False
 
     step, state, data, compile_s = jax_step(net, batch, size)
     text = step.lower(state, data).compile().as_text()
@@ -143,18 +149,22 @@ def main() -> None:
     parser.add_argument("--nets", nargs="+", choices=sorted(NETS), default=["default", "compact"])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--before", action="store_true",
+                        help="profile the step with XLA's own convolution weight gradients")
     parser.add_argument("--top", type=int, default=12, help="list the slowest thunks")
     parser.add_argument("--out", help="also write the tables to this markdown file")
     args = parser.parse_args()
-    before = os.getloadavg()
+    load_before = os.getloadavg()
     lines = []
     for net in args.nets:
         for batch in args.batches:
             size = NETS[net]["size"]
             start = len(lines)
-            rows, top, wall, compile_s = profile(net, batch, size, args.steps, args.top)
+            rows, top, wall, compile_s = profile(net, batch, size, args.steps, args.top,
+                                                 args.before)
             total = sum(r[1] for r in rows)
-            lines += [f"### {net} network, batch {batch}, {size} x {size}", "",
+            when = " (before: XLA's own weight gradients)" if args.before else ""
+            lines += [f"### {net} network, batch {batch}, {size} x {size}{when}", "",
                       f"Step {wall:.2f} s wall, {total:.2f} s of thunk time "
                       f"(compilation {compile_s:.0f} s).", "",
                       "| work | s / step | share |", "|---|---|---|"]
@@ -167,7 +177,7 @@ def main() -> None:
             lines += [f"| {name} | {kind} | {s:.3f} | `{source}` |" for name, kind, s, source in top]
             lines.append("")
             print("\n".join(lines[start:]), flush=True)
-    note = load_note(before)
+    note = load_note(load_before)
     print(note)
     if args.out:
         with open(args.out, "w") as f:
