@@ -8,10 +8,10 @@ step (on-device augmentation, targets, forward, backward, update); compilation i
 apart, and the compile counter checks that no step after the first recompiles.
 
     .venv/bin/python benchmarks/bench_train.py [--nets default compact] [--batches 1 4] [--steps 3]
-        [--before]
+        [--before REV]
 
-``--before`` adds our step as it was before :mod:`harmonic_jax.conv` (XLA's own convolution
-weight gradients), measured in the same run.
+``--before REV`` adds the train step of the library at git revision ``REV`` (e.g. the commit
+before a speed-up), measured in the same run with the same script.
 
 It ends with a check that the machine was idle (other processes' CPU time over the run).
 """
@@ -19,18 +19,19 @@ It ends with a check that the machine was idle (other processes' CPU time over t
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import load_note  # noqa: E402
 
 GUIDES = "configs/guides/cvppp_a1.json"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _peak_mib() -> float:
@@ -76,14 +77,11 @@ def jax_step(net: str, batch: int, size: int):
     return step, state, data, time.perf_counter() - start
 
 
-def run_jax(net: str, batch: int, steps: int, size: int, xla_weight_gradient=False) -> dict:
+def run_jax(net: str, batch: int, steps: int, size: int) -> dict:
     import jax
 
-    from harmonic_jax import conv
+    import harmonic_jax
     from harmonic_jax.model import count_params
-
-    if xla_weight_gradient:  # the step as it was before harmonic_jax.conv: XLA's own gradients
-        conv.uses_matmul_gradient = lambda *shape: False
 
     step, state, data, compile_s = jax_step(net, batch, size)
     start = time.perf_counter()
@@ -91,8 +89,11 @@ def run_jax(net: str, batch: int, steps: int, size: int, xla_weight_gradient=Fal
         state, metrics = step(state, data)
     jax.block_until_ready(metrics)
     seconds = (time.perf_counter() - start) / steps
-    return dict(framework="jax, XLA weight gradients" if xla_weight_gradient else "jax",
-                batch=batch, params=count_params(state.params),
+    before = os.environ.get("BENCH_BEFORE_REV")
+    if before and not harmonic_jax.__file__.startswith(os.environ["PYTHONPATH"]):
+        raise RuntimeError(f"the 'before' worker imported {harmonic_jax.__file__}")
+    return dict(framework=f"jax before ({before[:12]})" if before else "jax", batch=batch,
+                params=count_params(state.params),
                 step_s=seconds, images_per_s=batch / seconds, first_step_s=compile_s,
                 compilations=step._cache_size(), peak_mib=_peak_mib())
 
@@ -201,30 +202,53 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--size", type=int, help="input size (default: the network's crop)")
-    parser.add_argument("--before", action="store_true",
-                        help="also time our step with XLA's own weight gradients (as before "
-                             "harmonic_jax.conv)")
-    parser.add_argument("--worker", choices=["jax", "jax-xla", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--before", metavar="REV",
+                        help="also time the library of git revision REV (checked out with "
+                             "`git worktree` into a temporary folder)")
+    parser.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--net", choices=sorted(NETS), help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker = {"jax": run_jax, "torch": run_torch,
-                  "jax-xla": functools.partial(run_jax, xla_weight_gradient=True)}[args.worker]
+        worker = run_jax if args.worker == "jax" else run_torch
         print(json.dumps(worker(args.net, args.batch, args.steps, args.size)))
         return
     before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as folder:
+        tree = None
+        if args.before:
+            tree = os.path.join(folder, "before")
+            added = subprocess.run(["git", "worktree", "add", "--detach", tree, args.before],
+                                   cwd=REPO, capture_output=True, text=True)
+            if added.returncode:
+                sys.exit(f"git worktree add {args.before} failed: {added.stderr.strip()}")
+        try:
+            _compare(args, tree)
+        finally:
+            if tree:
+                subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=REPO,
+                               check=False)
+                subprocess.run(["git", "worktree", "prune"], cwd=REPO, check=False)
+    print(load_note(before))
+
+
+def _compare(args, tree: str | None) -> None:
+    """Prints the table: ours (and the ``tree``'s library), then PyTorch, per net and batch."""
     print(f"{'net':>7} {'size':>4} {'batch':>5} {'framework':>27} {'params':>11} {'img/s':>7} "
           f"{'step s':>7} {'1st step s':>10} {'compiles':>8} {'peak MiB':>9}")
     for net in args.nets:
         size = args.size or NETS[net]["size"]
         for batch in args.batches:
             rows = {}
-            for framework in ("jax-xla", "jax", "torch") if args.before else ("jax", "torch"):
+            for framework in ("before", "jax", "torch") if tree else ("jax", "torch"):
+                env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+                if framework == "before":  # the old library first on the path
+                    env.update(PYTHONPATH=tree, BENCH_BEFORE_REV=args.before)
                 out = subprocess.run(
-                    [sys.executable, __file__, "--worker", framework, "--net", net,
-                     "--batch", str(batch), "--steps", str(args.steps), "--size", str(size)],
-                    check=True, capture_output=True, text=True)
+                    [sys.executable, __file__, "--worker", framework.replace("before", "jax"),
+                     "--net", net, "--batch", str(batch), "--steps", str(args.steps),
+                     "--size", str(size)],
+                    check=True, capture_output=True, text=True, env=env)
                 row = json.loads(out.stdout.strip().splitlines()[-1])
                 rows[framework] = row
                 print(f"{net:>7} {size:4d} {batch:5d} {row['framework']:>27} {row['params']:11,d} "
@@ -235,14 +259,13 @@ def main() -> None:
             memory = rows["jax"]["peak_mib"] / rows["torch"]["peak_mib"]
             print(f"{net} batch {batch}: throughput ratio jax/torch {ratio:.2f}x (goal >= 1.0), "
                   f"peak memory ratio {memory:.2f}x (goal <= 1.2)", flush=True)
-            if args.before:
-                print(f"{net} batch {batch}: before harmonic_jax.conv, throughput ratio "
-                      f"{rows['jax-xla']['images_per_s'] / rows['torch']['images_per_s']:.2f}x, "
-                      f"peak memory ratio "
-                      f"{rows['jax-xla']['peak_mib'] / rows['torch']['peak_mib']:.2f}x; speed-up "
-                      f"{rows['jax']['images_per_s'] / rows['jax-xla']['images_per_s']:.2f}x",
+            if tree:
+                old = rows["before"]
+                print(f"{net} batch {batch}: before ({args.before}) throughput ratio "
+                      f"{old['images_per_s'] / rows['torch']['images_per_s']:.2f}x, peak memory "
+                      f"ratio {old['peak_mib'] / rows['torch']['peak_mib']:.2f}x; now "
+                      f"{rows['jax']['images_per_s'] / old['images_per_s']:.2f}x faster",
                       flush=True)
-    print(load_note(before))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ shape), and the JAX source path in its metadata names the layer (``SinConv``, ``
 the upsampling, BatchNorm, the augmentation, the targets, Adam).
 
     .venv/bin/python benchmarks/train_profile.py [--nets default compact] [--batches 1 4] \
-        [--before] [--out FILE.md]
+        [--out FILE.md] [--label TEXT]
+
+To profile an older library (e.g. before a speed-up), check it out and put it first on the path:
+``git worktree add /tmp/before REV`` and ``PYTHONPATH=/tmp/before`` before the command.
 
 Shares are of the summed thunk time (the two cores can run two thunks at once, so it may exceed
 the wall time, which is printed beside it).
@@ -79,8 +82,11 @@ def _kind(name: str, instructions: dict, computations: dict) -> str:
         window = re.search(r"window=\{size=([\dx]+)", conv[4])
         size = max(int(v) for v in window.group(1).split("x")) if window else 1
         return f"{layer}: weight gradient" if size > 11 else f"{layer}: input gradient"
-    if "upsample" in source or (dots and "einsum" in source and "UNet" in source):
-        return "upsampling (einsum)" + (": backward" if backward else ": forward")
+    if "/cond/branch" in source and "UNet" in source:  # harmonic_jax.conv's CPU branch
+        layer = "SinConv" if "SinConv" in source else "3x3 conv"
+        return f"{layer}: weight gradient (matrix products and their copies)"
+    if "ih,bhwc,jw->bijc" in source:
+        return "upsampling" + (": backward" if backward else ": forward")
     if dots:
         return "other dots" + (": backward" if backward else "")
     if "BatchNorm" in source:
@@ -103,17 +109,14 @@ def _kind(name: str, instructions: dict, computations: dict) -> str:
     return "other (loss, masks, elementwise)"
 
 
-def profile(net: str, batch: int, size: int, steps: int, top: int = 10, before=False):
+def profile(net: str, batch: int, size: int, steps: int, top: int = 10):
     """Rows ``(kind, seconds per step, share)``, the ``top`` thunks ``(name, kind, seconds,
-    source)``, wall seconds per step and compile seconds. ``before``: the step with XLA's own
-    convolution weight gradients (as before :mod:`harmonic_jax.conv`)."""
+    source)``, wall seconds per step and compile seconds."""
     import jax
 
-    from harmonic_jax import conv
+    import harmonic_jax
 
-    if before:
-        conv.uses_matmul_gradient = lambda *shape: False
-
+    print(f"profiling the library at {os.path.dirname(harmonic_jax.__file__)}", flush=True)
     step, state, data, compile_s = jax_step(net, batch, size)
     text = step.lower(state, data).compile().as_text()
     instructions, computations = _parse_hlo(text)
@@ -149,8 +152,7 @@ def main() -> None:
     parser.add_argument("--nets", nargs="+", choices=sorted(NETS), default=["default", "compact"])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--steps", type=int, default=1)
-    parser.add_argument("--before", action="store_true",
-                        help="profile the step with XLA's own convolution weight gradients")
+    parser.add_argument("--label", default="", help="appended to each table's heading")
     parser.add_argument("--top", type=int, default=12, help="list the slowest thunks")
     parser.add_argument("--out", help="also write the tables to this markdown file")
     args = parser.parse_args()
@@ -160,11 +162,9 @@ def main() -> None:
         for batch in args.batches:
             size = NETS[net]["size"]
             start = len(lines)
-            rows, top, wall, compile_s = profile(net, batch, size, args.steps, args.top,
-                                                 args.before)
+            rows, top, wall, compile_s = profile(net, batch, size, args.steps, args.top)
             total = sum(r[1] for r in rows)
-            when = " (before: XLA's own weight gradients)" if args.before else ""
-            lines += [f"### {net} network, batch {batch}, {size} x {size}{when}", "",
+            lines += [f"### {net} network, batch {batch}, {size} x {size}{args.label}", "",
                       f"Step {wall:.2f} s wall, {total:.2f} s of thunk time "
                       f"(compilation {compile_s:.0f} s).", "",
                       "| work | s / step | share |", "|---|---|---|"]

@@ -26,6 +26,9 @@ __all__ = [
 ]
 
 _BIG = np.iinfo(np.int32).max
+# relabel finds up to this many ids by repeated minima (cost linear in M); a sort beyond (about
+# as fast at M = 296).
+_SCAN_UP_TO = 128
 
 
 def _is_concrete(x) -> bool:
@@ -81,7 +84,17 @@ def relabel(labels: jax.Array, max_instances: int) -> tuple[jax.Array, jax.Array
       at index ``M``; ``ids`` ``(M,)`` int32, the sorted ids, 0 where there is no instance.
     """
     keyed = jnp.where(labels > 0, labels, _BIG)
-    uniq = jnp.unique(keyed, size=max_instances + 1, fill_value=_BIG)
+    if max_instances <= _SCAN_UP_TO:
+        # The M + 1 smallest ids, one pass over the pixels each: 10x faster than a sort on
+        # XLA:CPU for M = 32 (4 crops of 256 x 256: 9 ms against 92 ms).
+        def next_id(previous, _):
+            smallest = jnp.min(jnp.where(keyed > previous, keyed, _BIG))
+            return smallest, smallest
+
+        _, uniq = jax.lax.scan(next_id, jnp.zeros((), keyed.dtype), None,
+                               length=max_instances + 1)
+    else:
+        uniq = jnp.unique(keyed, size=max_instances + 1, fill_value=_BIG)
     index = jnp.searchsorted(uniq, labels)
     dense = jnp.where((labels > 0) & (index < max_instances), index, max_instances)
     ids = jnp.where(uniq[:max_instances] < _BIG, uniq[:max_instances], 0)

@@ -37,6 +37,7 @@ __all__ = [
     "UNet",
     "compact_unet",
     "count_params",
+    "max_pool_2x2",
     "receptive_radius",
     "upsample_bilinear",
     "upsample_half_pixel",
@@ -107,6 +108,27 @@ def _conv(features: int, kernel: int, dtype) -> nn.Conv:
     (:mod:`harmonic_jax.conv`); parameters as ``nn.Conv``'s."""
     return nn.Conv(features, (kernel, kernel), padding=kernel // 2, dtype=dtype,
                    conv_general_dilated=conv_general_dilated)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max-pooling with stride 2, as a reshape and a max.
+
+    The same values as ``nn.max_pool(x, (2, 2), strides=(2, 2))``, several times cheaper to train
+    on XLA:CPU: the pooling window's backward pass there computes argmax indices with four
+    full-size index arrays (``benchmarks/results/train_profile.md``). At a tie the gradient is
+    shared between the tied pixels instead of going to the first one; after a ReLU, ties are
+    zeros, whose gradient the ReLU stops anyway.
+
+    Args:
+      x: ``(B, h, w, C)`` with even ``h, w``.
+
+    Returns:
+      ``(B, h / 2, w / 2, C)``.
+    """
+    batch, height, width, channels = x.shape
+    if height % 2 or width % 2:
+        raise ValueError(f"max_pool_2x2 needs even sizes, got {height}x{width}")
+    return jnp.max(x.reshape(batch, height // 2, 2, width // 2, 2, channels), axis=(2, 4))
 
 
 def _valid_mask(valid: jax.Array, shape: tuple[int, int], stride: int, dtype) -> jax.Array:
@@ -279,7 +301,7 @@ class UNet(nn.Module):
         skips = []
         for level, features in enumerate(self.widths):
             if level:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))  # masked zeros never win: x >= 0
+                x = max_pool_2x2(x)  # masked zeros never win: x >= 0
             x = DoubleConv(features, self.dtype, self.norm)(x, train, mask(x, 2**level))
             skips.append(x)
         x = skips.pop()

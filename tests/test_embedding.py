@@ -93,3 +93,21 @@ def test_relabelling_permutes_rows(new_ids, seed):
     perm = np.asarray(embedding.instance_embeddings(MAPS, relabelled))
     order = np.argsort(new_ids)  # row r of perm is the old instance order[r] + 1
     np.testing.assert_allclose(perm, base[order], atol=1e-6)
+
+
+@pytest.mark.parametrize("max_instances", [3, 32, 200])  # repeated minima up to 128, a sort beyond
+def test_relabel_matches_numpy_unique(max_instances):
+    rng = np.random.default_rng(max_instances)
+    labels = rng.choice([0, 0, 5, 9, 17, 230, 231, 4000], size=(2, 24, 20)).astype(np.int32)
+    labels[1] += np.arange(20, dtype=np.int32) * (labels[1] > 0)  # many ids in the second image
+    labels[1, :3] = 0
+    dense, ids = jax.vmap(lambda lab: embedding.relabel(lab, max_instances))(jnp.asarray(labels))
+    for lab, got_dense, got_ids in zip(labels, np.asarray(dense), np.asarray(ids)):
+        kept = np.unique(lab[lab > 0])[:max_instances]
+        want_ids = np.zeros(max_instances, np.int32)
+        want_ids[: kept.size] = kept
+        np.testing.assert_array_equal(got_ids, want_ids)
+        want_dense = np.full(lab.shape, max_instances)
+        for k, i in enumerate(kept):
+            want_dense[lab == i] = k
+        np.testing.assert_array_equal(got_dense, want_dense)

@@ -119,3 +119,19 @@ def test_group_norm_is_batch_independent():
     with pytest.raises(ValueError, match="norm must be 'batch' or 'group'"):
         compact_unet(widths=(8, 16), norm="layer").init(jax.random.PRNGKey(0), images,
                                                          guide_params=GUIDES)
+
+
+def test_max_pool_2x2_equals_flax_max_pool_and_shares_the_gradient_at_ties():
+    import flax.linen as nn
+
+    from harmonic_jax.model import max_pool_2x2
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 8, 3)).astype(np.float32))
+    np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+    grad = jax.grad(lambda x: jnp.sum(max_pool_2x2(x) * jnp.arange(1.0, 4.0)))(x)
+    ref = jax.grad(lambda x: jnp.sum(nn.max_pool(x, (2, 2), strides=(2, 2)) * jnp.arange(1.0, 4.0)))(x)
+    np.testing.assert_array_equal(grad, ref)  # no ties: the same gradient
+    tied = jnp.ones((1, 2, 2, 1), jnp.float32)
+    np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(max_pool_2x2(x)))(tied), 0.25)
+    with pytest.raises(ValueError, match="even"):
+        max_pool_2x2(jnp.zeros((1, 3, 4, 1)))
