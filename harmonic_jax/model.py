@@ -116,8 +116,8 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     The same values as ``nn.max_pool(x, (2, 2), strides=(2, 2))``, several times cheaper to train
     on XLA:CPU: the pooling window's backward pass there computes argmax indices with four
     full-size index arrays (``benchmarks/results/train_profile.md``). At a tie the gradient is
-    shared between the tied pixels instead of going to the first one; after a ReLU, ties are
-    zeros, whose gradient the ReLU stops anyway.
+    shared between the tied pixels instead of going to the first one (both are subgradients);
+    after a ReLU most ties are zeros, whose gradient the ReLU stops anyway.
 
     Args:
       x: ``(B, h, w, C)`` with even ``h, w``.

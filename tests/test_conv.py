@@ -78,6 +78,7 @@ class ConvTest(parameterized.TestCase):
     dict(window_strides=(2, 2), padding=((1, 1), (1, 1))),
     dict(window_strides=(1, 1), padding="SAME"),
     dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), rhs_dilation=(2, 2)),
+    dict(window_strides=(1, 1), padding=((-1, 1), (1, 1))),  # negative padding crops
 ])
 def test_other_convolutions_are_left_to_lax(kwargs):
     rng = np.random.default_rng(2)
