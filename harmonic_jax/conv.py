@@ -2,7 +2,7 @@
 
 XLA:CPU computes a convolution's weight gradient as a convolution whose "kernel" is the output
 gradient, a window the size of the image; that runs 3-16x slower than the forward convolution
-(``benchmarks/results/train_profile.md``: the weight gradients were 64% of the default network's
+(``benchmarks/results/train_profile.md``: the weight gradients were 61% of the default network's
 train step). Here the weight gradient is written as the matrix products it is:
 
 .. math:: \\frac{\\partial L}{\\partial W_{dy, dx}} = \\sum_{b, y, x}
