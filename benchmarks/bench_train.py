@@ -95,7 +95,8 @@ def run_jax(net: str, batch: int, steps: int, size: int) -> dict:
     return dict(framework=f"jax before ({before[:12]})" if before else "jax", batch=batch,
                 params=count_params(state.params),
                 step_s=seconds, images_per_s=batch / seconds, first_step_s=compile_s,
-                compilations=step._cache_size(), peak_mib=_peak_mib())
+                compilations=step._cache_size(), peak_mib=_peak_mib(),
+                loss=float(metrics["loss"]))
 
 
 def torch_unet(widths=(64, 128, 256, 512, 512), kernel=7, fg_head=False):

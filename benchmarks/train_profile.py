@@ -65,7 +65,7 @@ def _source(name: str, instructions: dict, computations: dict) -> str:
 
 def _kind(name: str, instructions: dict, computations: dict) -> str:
     """The kind of work of one thunk (see the module docstring)."""
-    opcode, shape, op_name, calls, _ = instructions.get(name, ("?", "", "", None, ""))
+    opcode, _, _, calls, _ = instructions.get(name, ("?", "", "", None, ""))
     inner = [instructions[n] for n in computations.get(calls, [])] if calls else []
     convs = [i for i in [instructions.get(name)] + inner if i and i[0] == "convolution"]
     dots = [i for i in [instructions.get(name)] + inner if i and i[0] == "dot"]
