@@ -76,6 +76,13 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _load_model(spec: str):
+    if spec.startswith("original:"):  # a checkpoint of the PyTorch original
+        from harmonic_jax import port
+
+        model, variables, guide_params, config = port.load_original(spec[len("original:"):])
+        print(f"model {spec}: the PyTorch original's UNet (guides and upsampling as its own), "
+              f"for images of {config.crop[0]}x{config.crop[1]} (--scale 1)")
+        return model, variables, guide_params, config
     from harmonic_jax import pretrained
 
     model, variables, guide_params, config = pretrained.load(spec)
@@ -205,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="segment images or folders of images")
     pred.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     pred.add_argument("--model", default="cvppp_a1",
-                      help="a shipped model name, a model folder or a training run folder")
+                      help="a shipped model name, a model folder, a training run folder, or "
+                           "original:FILE, a state dict of the PyTorch original")
     pred.add_argument("--out", default="predictions", help="folder for labels/ and overlays/")
     pred.add_argument("--format", default="png", choices=("png", "tif"),
                       help="label images: 16-bit PNG or TIFF")

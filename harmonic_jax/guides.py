@@ -44,6 +44,7 @@ __all__ = [
     "init_sine",
     "list_families",
     "load_guides",
+    "original_sine",
     "register_family",
     "save_guides",
     "sine",
@@ -179,17 +180,33 @@ def init_sine(key: jax.Array, n: int, *, max_freq: float = 50.0) -> jax.Array:
     return jnp.concatenate([freqs, phases], axis=1)
 
 
-def from_original(sins: ArrayLike, height: int, width: int) -> jax.Array:
-    """Converts the PyTorch original's ``[alpha, beta, phi]`` guides to :func:`sine` parameters.
+def _original_factors(height: int, width: int, stride: int) -> tuple[float, float]:
+    """``(H / (H - s), W / (W - s))``: the original's ``linspace(0, 1, H / s)`` over eq. 3's
+    ``y / H`` at stride ``s``."""
+    if height <= stride or width <= stride:
+        raise ValueError(f"the frame {(height, width)} must exceed the stride {stride} on both "
+                         "sides for the original's guide convention")
+    return height / (height - stride), width / (width - stride)
 
-    The original computes ``sin(alpha * row / (H - 1) + beta * col / (W - 1) + phi)``. For a
-    full-resolution ``height x width`` frame the same maps are given by
-    ``psi = [beta * W / (W - 1), alpha * H / (H - 1), phi]``.
+
+def from_original(sins: ArrayLike, height: int, width: int, *, stride: int = 1) -> jax.Array:
+    r"""Converts the PyTorch original's ``[alpha, beta, phi]`` guides to :func:`sine` parameters.
+
+    The original computes ``sin(alpha * row / (h - 1) + beta * col / (w - 1) + phi)`` on every
+    ``h x w`` feature map (``torch.linspace(0, 1, h)``). On the stride-``s`` grid of a
+    ``height x width`` frame (``h = height / s``, row ``i`` at ``y = i s``) the same maps are
+    :func:`sine` with
+
+    .. math:: \psi = [\beta W / (W - s), \; \alpha H / (H - s), \; \phi]
+
+    so one set of original parameters is a different sine set at every stride; the
+    ``"original"`` family (:func:`original_sine`) applies this per layer.
 
     Args:
       sins: ``(N, 3)`` original parameters ``[alpha, beta, phi]``.
-      height: frame height ``H`` (> 1) the original parameters were used at.
-      width: frame width ``W`` (> 1).
+      height: frame height ``H`` (> ``stride``) the original parameters were used at.
+      width: frame width ``W`` (> ``stride``).
+      stride: the feature map's stride ``s`` (1: the full-resolution maps).
 
     Returns:
       ``(N, 3)`` float32 parameters for :func:`sine` with ``frame=(height, width)``.
@@ -197,11 +214,43 @@ def from_original(sins: ArrayLike, height: int, width: int) -> jax.Array:
     sins = np.asarray(sins, np.float64)
     if sins.ndim != 2 or sins.shape[1] != 3:
         raise ValueError(f"sins must have shape (N, 3), got {sins.shape}")
-    if height < 2 or width < 2:
-        raise ValueError(f"height and width must be >= 2, got {(height, width)}")
+    fy, fx = _original_factors(height, width, stride)
     alpha, beta, phi = sins[:, 0], sins[:, 1], sins[:, 2]
-    params = np.stack([beta * width / (width - 1), alpha * height / (height - 1), phi], axis=1)
-    return jnp.asarray(params, jnp.float32)
+    return jnp.asarray(np.stack([beta * fx, alpha * fy, phi], axis=1), jnp.float32)
+
+
+def original_sine(
+    params: ArrayLike,
+    height: int,
+    width: int,
+    *,
+    stride: int = 1,
+    offset: Offset = (0, 0),
+    frame: tuple[int, int] | None = None,
+) -> jax.Array:
+    r"""The PyTorch original's guide maps, in its own parameters (the ``"original"`` family).
+
+    .. math:: f_i = \sin(\alpha_i \, y / (H - s) + \beta_i \, x / (W - s) + \phi_i)
+
+    with ``(y, x)`` frame pixels and ``s`` the stride: on a frame-sized image this is the
+    original's ``linspace(0, 1, H / s)`` at every scale, bit for bit in float64, so a ported
+    checkpoint (:func:`harmonic_jax.port.load_original`) computes what the original computes.
+    Unlike the original, the maps stay functions of frame coordinates, so tiles and padded
+    images see what the whole frame-sized image sees.
+
+    Args:
+      params: ``(N, 3)`` float, the original's ``[alpha, beta, phi]`` (``alpha`` along rows).
+      height, width, stride, offset, frame: the pixel grid, see :func:`frame_coordinates`.
+
+    Returns:
+      ``(ceil(height / stride), ceil(width / stride), N)`` float32.
+    """
+    params = _check_params(params).astype(jnp.float32)
+    frame_h, frame_w = (height, width) if frame is None else frame
+    fy, fx = _original_factors(frame_h, frame_w, stride)
+    y, x = frame_coordinates(height, width, stride=stride, offset=offset, frame=frame)
+    phase = y[..., None] * (params[:, 0] * fy) + x[..., None] * (params[:, 1] * fx) + params[:, 2]
+    return jnp.sin(phase)
 
 
 def coord(
@@ -305,6 +354,12 @@ def list_families() -> Sequence[str]:
 register_family(
     "sine",
     GuideFamily(init=init_sine, maps=sine, description="sin(a x/W + b y/H + c), eq. 3",
+                value_range=(-1.0, 1.0)),
+)
+register_family(
+    "original",
+    GuideFamily(init=init_sine, maps=original_sine,
+                description="the PyTorch original's sin(alpha row/(h-1) + beta col/(w-1) + phi)",
                 value_range=(-1.0, 1.0)),
 )
 register_family(

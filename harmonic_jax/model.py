@@ -222,6 +222,11 @@ class UNet(nn.Module):
       upsample: ``"half_pixel"`` (:func:`upsample_half_pixel`, the default: exact tiling) or
         ``"align_corners"`` (:func:`upsample_bilinear`, the original's; networks trained before
         this option existed).
+      input_norm: ``(mean, std)``, per-channel on the 0-1 scale, or ``None`` (the default: the
+        network takes ``images / 255 - 0.5`` as they come). With it, the input becomes
+        ``(x + 0.5 - mean) / std``, torchvision's ``Normalize(mean, std)`` of ``images / 255``:
+        the PyTorch original's input, for its ported checkpoints
+        (:func:`harmonic_jax.port.load_original`).
       dtype: computation dtype (``jnp.bfloat16`` on GPU); parameters stay float32.
     """
 
@@ -234,6 +239,7 @@ class UNet(nn.Module):
     fg_head: bool = False
     norm: str = "batch"
     upsample: str = "half_pixel"
+    input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     dtype: jnp.dtype = jnp.float32
 
     def __post_init__(self):
@@ -241,6 +247,12 @@ class UNet(nn.Module):
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         if self.frame is not None:
             object.__setattr__(self, "frame", tuple(int(f) for f in self.frame))
+        if self.input_norm is not None:
+            mean, std = (tuple(float(v) for v in part) for part in self.input_norm)
+            if len(mean) != len(std) or min(std) <= 0:
+                raise ValueError(f"input_norm must be (mean, std) of one length with std > 0, "
+                                 f"got {self.input_norm!r}")
+            object.__setattr__(self, "input_norm", (mean, std))
         super().__post_init__()
 
     @nn.compact
@@ -267,7 +279,12 @@ class UNet(nn.Module):
             raise ValueError(f"images must be (B, H, W, C), got shape {images.shape}")
         if self.sinconv and guide_params is None:
             raise ValueError("guide_params is required when sinconv=True")
-        batch, height, width, _ = images.shape
+        batch, height, width, channels = images.shape
+        if self.input_norm is not None:
+            mean, std = (jnp.asarray(v, jnp.float32) for v in self.input_norm)
+            if mean.shape != (channels,):
+                raise ValueError(f"input_norm has {mean.shape[0]} channels, the images {channels}")
+            images = (images + 0.5 - mean) / std
         depth = len(self.widths) - 1
         multiple = 2**depth
         pad_h, pad_w = -height % multiple, -width % multiple

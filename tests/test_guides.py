@@ -53,6 +53,28 @@ def test_from_original_reproduces_the_original_maps():
         np.testing.assert_allclose(ours, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("stride", [1, 2, 4, 8])
+def test_original_family_is_the_originals_linspace_at_every_scale(stride):
+    """The original recomputes linspace(0, 1, h) on each feature map; the "original" family and
+    from_original(stride=s) give those maps on the stride-s grid of the frame."""
+    frame = (448, 384)
+    h, w = frame[0] // stride, frame[1] // stride
+    want = references.original_maps(PUBLISHED_CVPPP, h, w)
+    fam = guides.get_family("original")
+    got = fam.maps(jnp.asarray(PUBLISHED_CVPPP), *frame, stride=stride, offset=(0, 0), frame=frame)
+    chex.assert_shape(got, (h, w, 12))
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    converted = guides.from_original(PUBLISHED_CVPPP, *frame, stride=stride)
+    np.testing.assert_allclose(guides.sine(converted, *frame, stride=stride), want, atol=2e-5)
+    # A tile at a stride-aligned offset sees the frame's values (unlike the original itself).
+    tile = jax.jit(lambda o: fam.maps(jnp.asarray(PUBLISHED_CVPPP), 64, 96, stride=stride,
+                                      offset=o, frame=frame))(jnp.asarray([32.0, 64.0]))
+    np.testing.assert_allclose(tile, want[32 // stride:(32 + 64) // stride,
+                                          64 // stride:(64 + 96) // stride], atol=2e-5)
+    with pytest.raises(ValueError, match="must exceed the stride"):
+        guides.from_original(PUBLISHED_CVPPP, 8, 448, stride=8)
+
+
 def test_init_sine_ranges():
     params = np.asarray(guides.init_sine(jax.random.PRNGKey(3), 4000, max_freq=50.0))
     assert params.shape == (4000, 3) and params.dtype == np.float32
