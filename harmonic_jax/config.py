@@ -58,6 +58,12 @@ class TrainConfig:
     max_instances: int | None = 32
     instance_weighting: bool = False  # per-pixel weight 1 / log(instance area)
     pull_weight: float = 0.0  # weight of train.pull_loss beside eq. 5 (0: the paper's objective)
+    # "harmonic" (eq. 5) or "discriminative" (De Brabandere et al. 2017, the paper's baseline:
+    # harmonic_jax.baselines.discriminative) with its pull and push margins; cluster the latter
+    # with bandwidth = delta_v, as its paper did (both 0.5 by default).
+    loss: str = "harmonic"
+    delta_v: float = 0.5
+    delta_d: float = 1.5
     # True: the background is an instance with its own target, eq. 5 over the full image.
     background_instance: bool = False
     # The BCE's weight beside eq. 5, whose L1 sums N = 12 channels: at 1 the head reached a

@@ -167,13 +167,14 @@ def score(pred: np.ndarray, gt: np.ndarray) -> dict:
 
 def summarize(rows: Sequence[dict], preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
               scores: Sequence[np.ndarray] | None = None) -> dict:
-    """Totals over images: mean (and std) SBD, mean |DiC|, F1 of the summed matches, and COCO
+    """Totals over images: mean (and std) SBD and |DiC|, F1 of the summed matches, and COCO
     ``AP``, ``AP50``, ``AP75`` (instances ranked by ``scores``)."""
     sbd = np.asarray([r["sbd"] for r in rows])
     tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
     ap = metrics.coco_ap(preds, gts, scores=scores)
     return dict(images=len(rows), sbd=float(sbd.mean()), sbd_std=float(sbd.std()),
                 abs_dic=float(np.mean([r["abs_dic"] for r in rows])),
+                abs_dic_std=float(np.std([r["abs_dic"] for r in rows])),
                 f1=2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
                 AP=ap["AP"], AP50=ap["AP50"], AP75=ap["AP75"])
 

@@ -294,7 +294,8 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
         model, optimizer, crop=config.crop, scale_range=config.scale_range, flip=config.flip,
         max_instances=config.max_instances, weighting=config.instance_weighting,
         fg_loss_weight=config.fg_loss_weight, pull_weight=config.pull_weight,
-        background=config.background_instance, mesh=mesh,
+        background=config.background_instance, loss=config.loss, delta_v=config.delta_v,
+        delta_d=config.delta_d, mesh=mesh,
     )
     fresh = create_state(model, optimizer, guide_params, key=jax.random.PRNGKey(config.seed),
                          image_shape=(*config.crop, data["image"].shape[-1]))

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from harmonic_jax.baselines.discriminative import DELTA_D, DELTA_V, discriminative_loss
 from harmonic_jax.data.augment import random_view
 from harmonic_jax.embedding import relabel, segment_embeddings
 from harmonic_jax.guides import get_family
@@ -31,6 +32,7 @@ __all__ = [
     "TrainState",
     "create_state",
     "data_mesh",
+    "LOSSES",
     "embedding_loss",
     "make_train_step",
     "pull_loss",
@@ -181,8 +183,12 @@ def create_state(model: nn.Module, optimizer, guide_params, *, key, image_shape)
                       rng=k_rng, guide_params=jnp.array(guide_params, copy=True))
 
 
+LOSSES = ("harmonic", "discriminative")
+
+
 def _train_step(state: TrainState, batch: dict, *, model, optimizer, crop, scale_range, flip,
-                max_instances, weighting, fg_loss_weight, pull_weight, background):
+                max_instances, weighting, fg_loss_weight, pull_weight, background, loss_kind,
+                delta_v, delta_d):
     """One optimisation step on a batch of whole images; see :func:`make_train_step`."""
     images, labels, sizes = batch["image"], batch["labels"], batch["size"]
     keys = jax.random.split(jax.random.fold_in(state.rng, state.step), images.shape[0])
@@ -204,8 +210,13 @@ def _train_step(state: TrainState, batch: dict, *, model, optimizer, crop, scale
         )
         updates = {"batch_stats": updates.get("batch_stats", state.batch_stats)}
         emb, logit = out if model.fg_head else (out, None)
-        loss = embedding_loss(emb, targets, counted, weights)
-        metrics = {"embedding_loss": loss}
+        if loss_kind == "discriminative":
+            loss, terms = discriminative_loss(emb, segments, max_instances, delta_v=delta_v,
+                                              delta_d=delta_d)
+            metrics = {"discriminative_loss": loss} | {f"{k}_term": v for k, v in terms.items()}
+        else:
+            loss = embedding_loss(emb, targets, counted, weights)
+            metrics = {"embedding_loss": loss}
         if pull_weight:
             pull = pull_loss(emb, segments, counted, max_instances + 1)
             metrics["pull_loss"] = pull
@@ -251,11 +262,14 @@ def shard_batch(batch: dict, mesh: Mesh | None) -> dict:
 
 def make_train_step(model, optimizer, *, crop, scale_range=(0.75, 1.25), flip=True,
                     max_instances=32, weighting=False, fg_loss_weight=10.0, pull_weight=0.0,
-                    background=False, mesh=None):
+                    background=False, loss="harmonic", delta_v=DELTA_V, delta_d=DELTA_D,
+                    mesh=None):
     """Builds the jitted ``train_step(state, batch) -> (state, metrics)``; the state is donated.
 
     The loss is eq. 5 (:func:`embedding_loss`, over the foreground, or over every pixel with
-    ``background``; see :func:`targets_for`), plus ``pull_weight`` times :func:`pull_loss` and,
+    ``background``; see :func:`targets_for`), or with ``loss="discriminative"`` the baseline's
+    (:func:`~harmonic_jax.baselines.discriminative.discriminative_loss` with margins ``delta_v``
+    and ``delta_d``, over the instances); plus ``pull_weight`` times :func:`pull_loss` and,
     for a model with a foreground head, ``fg_loss_weight`` times the head's binary cross-entropy
     against ``labels > 0``. Pixels of instances beyond ``max_instances`` leave the loss.
 
@@ -263,11 +277,16 @@ def make_train_step(model, optimizer, *, crop, scale_range=(0.75, 1.25), flip=Tr
     int32 (true sizes inside padded arrays). With ``mesh``, put batches on the devices with
     :func:`shard_batch`; the state is replicated.
     """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss == "discriminative" and background:
+        raise ValueError("the discriminative loss leaves the background to the foreground head; "
+                         "background=True is eq. 5's option only")
     step = functools.partial(
         _train_step, model=model, optimizer=optimizer, crop=tuple(crop),
         scale_range=tuple(scale_range), flip=flip, max_instances=max_instances,
         weighting=weighting, fg_loss_weight=fg_loss_weight, pull_weight=pull_weight,
-        background=background,
+        background=background, loss_kind=loss, delta_v=float(delta_v), delta_d=float(delta_d),
     )
     if mesh is None:
         return jax.jit(step, donate_argnums=0)
