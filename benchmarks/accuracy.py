@@ -61,7 +61,7 @@ def render(results: Path = RESULTS, table: Path = TABLE) -> str:
         if line.strip():
             row = json.loads(line)
             rows[row["variant"]] = row
-    any_row = next(iter(rows.values()), None)
+    any_row = next((rows[k] for k in VARIANTS if k in rows), None)
     lines = [
         "# CVPPP A1: harmonic embeddings against the discriminative loss, with and without "
         "SinConv\n\n",

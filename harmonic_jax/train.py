@@ -239,25 +239,34 @@ def _train_step(state: TrainState, batch: dict, *, model, optimizer, crop, scale
 
 
 def data_mesh(devices=None) -> Mesh:
-    """A 1-D ``('data',)`` mesh over the given (default: all local) devices."""
-    devices = jax.local_devices() if devices is None else list(devices)
+    """A 1-D ``('data',)`` mesh over the given devices (default: all of them, every process's
+    in a multi-process run; :mod:`harmonic_jax.distributed`)."""
+    devices = jax.devices() if devices is None else list(devices)
     return Mesh(np.asarray(devices), ("data",))
 
 
 def shard_batch(batch: dict, mesh: Mesh | None) -> dict:
     """Puts a host batch on the devices, split along its first axis over ``mesh``.
 
+    In a multi-process run ``batch`` holds this process's rows of the global batch
+    (:func:`harmonic_jax.distributed.process_rows`); the result is the global batch.
+
     Raises:
-      ValueError: the batch size is not divisible by the number of devices.
+      ValueError: the batch size is not divisible by the number of (this process's) devices.
     """
     if mesh is None:
         return jax.device_put(batch)
-    n = mesh.devices.size
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    n = len(local)
     size = len(next(iter(batch.values())))
     if size % n:
         raise ValueError(f"batch size {size} is not divisible by the {n} devices of the data "
                          f"mesh; use a multiple of {n} or data_parallel=False")
-    return jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    if jax.process_count() == 1:
+        return jax.device_put(batch, sharding)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in batch.items()}
 
 
 def make_train_step(model, optimizer, *, crop, scale_range=(0.75, 1.25), flip=True,
