@@ -66,10 +66,18 @@ def _train(args: argparse.Namespace) -> None:
     from harmonic_jax.config import load_config
     from harmonic_jax.fit import config_summary, fit
 
+    if args.distributed:  # before any other JAX call
+        from harmonic_jax import distributed
+
+        distributed.initialize()
     config = load_config(args.config, args.set)
     print(f"training {config.name}: {config_summary(config)}")
     result = fit(config)
     val = result["val"]
+    import jax
+
+    if jax.process_index():
+        return
     print(f"{config.name}: step {result['step']} in {result['seconds']:.0f} s"
           + (f", validation SBD {val['sbd']:.4f}, |DiC| {val['abs_dic']:.2f}" if val else "")
           + f"; run folder {result['workdir']}")
@@ -207,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="configs/<name>.py")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                        help="override config fields, e.g. steps=100 workdir=runs/x")
+    train.add_argument("--distributed", action="store_true",
+                       help="join a multi-process run (HARMONIC_COORDINATOR, "
+                            "HARMONIC_NUM_PROCESSES, HARMONIC_PROCESS_ID, or SLURM): "
+                            "see harmonic_jax.distributed")
     train.set_defaults(func=_train)
 
     pred = sub.add_parser("predict", help="segment images or folders of images")

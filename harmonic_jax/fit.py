@@ -10,6 +10,7 @@ augmentation key of (rng, step), so the resumed run computes what an uninterrupt
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import shutil
 import time
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from harmonic_jax.checkpoint import Checkpointer
 from harmonic_jax.config import LEGACY_FIELDS, TrainConfig, config_from_record
 from harmonic_jax.data import READERS, Sample, load_split, resize_sample
+from harmonic_jax.distributed import is_primary, process_rows, replicate
 from harmonic_jax.embedding import count_instances
 from harmonic_jax.evaluation import PREDICTED, evaluate_samples
 from harmonic_jax.guides import load_guides, resolve_guides, save_guides
@@ -46,11 +48,12 @@ __all__ = [
 ]
 
 
-def build_model(config: TrainConfig, frame) -> UNet:
-    """The U-Net a config describes, for guides defined in ``frame``."""
-    return UNet(widths=tuple(config.widths), sinconv=config.sinconv, frame=tuple(frame),
-                sinconv_kernel=config.sinconv_kernel, fg_head=config.fg_head, norm=config.norm,
-                upsample=config.upsample)
+def build_model(config: TrainConfig, frame, family: str = "sine") -> UNet:
+    """The U-Net a config describes, for guides of ``family`` (the guide file's) defined in
+    ``frame``."""
+    return UNet(widths=tuple(config.widths), sinconv=config.sinconv, family=family,
+                frame=tuple(frame), sinconv_kernel=config.sinconv_kernel, fg_head=config.fg_head,
+                norm=config.norm, upsample=config.upsample)
 
 
 def make_optimizer(config: TrainConfig, steps: int) -> optax.GradientTransformation:
@@ -248,8 +251,16 @@ def _resume_log(path: Path, start_step: int) -> float:
     return max((x.get("seconds", 0.0) for x in kept), default=0.0)
 
 
+def _quiet(*_args) -> None:
+    """Prints nothing (the log lines of processes other than 0)."""
+
+
 def fit(config: TrainConfig, *, progress: bool = True) -> dict:
     """Trains (or resumes) the run described by ``config``.
+
+    In a multi-process run (:func:`harmonic_jax.distributed.initialize` first) every process
+    calls it with the same config: the batch of each step is split over all processes' devices,
+    process 0 logs and shows progress, checkpoints are written once.
 
     Returns:
       ``{"step", "seconds", "train_seconds", "val", "workdir", "state", "model"}``: ``seconds``
@@ -284,12 +295,14 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
     steps = config.steps or config.epochs * max(n // config.batch_size, 1)
 
     frame = tuple(round(f * config.resize) for f in meta["frame"])
-    model = build_model(config, frame)
+    model = build_model(config, frame, meta["family"])
     optimizer = make_optimizer(config, steps)
-    mesh = data_mesh() if config.data_parallel and jax.local_device_count() > 1 else None
+    multi = jax.process_count() > 1  # harmonic_jax.distributed: every process's devices
+    mesh = data_mesh() if multi or (config.data_parallel and jax.local_device_count() > 1) \
+        else None
     if mesh is not None and config.batch_size % mesh.devices.size:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
-                         f"{mesh.devices.size} local devices; change it or set data_parallel=false")
+                         f"{mesh.devices.size} devices; change it or set data_parallel=false")
     step_fn = make_train_step(
         model, optimizer, crop=config.crop, scale_range=config.scale_range, flip=config.flip,
         max_instances=config.max_instances, weighting=config.instance_weighting,
@@ -301,21 +314,26 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
                          image_shape=(*config.crop, data["image"].shape[-1]))
     checkpointer = Checkpointer(workdir, keep_last=config.keep_last)
     state = checkpointer.restore(fresh) or fresh
+    if multi:  # the same values on every process, as one replicated global state
+        state = replicate(state, mesh)
     start_step = int(state.step)
-    trained = _resume_log(workdir / "metrics.jsonl", start_step)
-    log = (workdir / "metrics.jsonl").open("a")
+    primary = is_primary()  # process 0 logs; the others train silently
+    trained = _resume_log(workdir / "metrics.jsonl", start_step) if primary else 0.0
+    log = (workdir / "metrics.jsonl").open("a") if primary else io.StringIO()
     val = None
     start, eval_seconds = time.perf_counter(), 0.0
 
     def train_seconds() -> float:
         """Training wall time of the run so far (all sessions), validation excluded."""
         return trained + time.perf_counter() - start - eval_seconds
-    bar = tqdm(total=steps, initial=start_step, desc=config.name, disable=not progress,
+    bar = tqdm(total=steps, initial=start_step, desc=config.name, disable=not (progress and primary),
                mininterval=1.0)
     seen, tick = 0, time.perf_counter()
     try:
         for step in range(start_step, steps):
             idx = batch_indices(config.seed, step, n, config.batch_size)
+            if multi:
+                idx = process_rows(idx)  # this process's rows of the global batch
             batch = shard_batch({k: v[idx] for k, v in data.items()}, mesh)
             state, step_metrics = step_fn(state, batch)
             seen += len(idx)
@@ -335,6 +353,8 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
                     log.write(json.dumps({"step": done, "seconds": train_seconds()}) + "\n")
             if val_samples and (done % config.eval_every == 0 or done == steps):
                 variables = {"params": state.params, "batch_stats": state.batch_stats}
+                if multi:  # host copies: each process evaluates on its own devices
+                    variables = jax.tree.map(np.asarray, variables)
                 tock = time.perf_counter()
                 val = evaluate(model, variables, state.guide_params, val_samples, config)
                 eval_seconds += time.perf_counter() - tock
@@ -344,7 +364,7 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
                 checkpointer.save(state, best_metrics=val)
                 true_fg = (f" (true foreground: SBD {val['sbd_true_fg']:.4f}, |DiC| "
                            f"{val['abs_dic_true_fg']:.2f})" if "sbd_true_fg" in val else "")
-                tqdm.write(f"step {done}: validation SBD {val['sbd']:.4f}, "
+                (tqdm.write if primary else _quiet)(f"step {done}: validation SBD {val['sbd']:.4f}, "
                            f"|DiC| {val['abs_dic']:.2f}{true_fg}")
     finally:
         bar.close()
@@ -372,7 +392,7 @@ def load_run(workdir: str | Path, *, best: bool = True):
     config = config_from_record(fields)
     guide_params, meta = load_guides(workdir / "guides.json")
     frame = tuple(round(f * config.resize) for f in meta["frame"])
-    model = build_model(config, frame)
+    model = build_model(config, frame, meta["family"])
     channels = fields["image_channels"]
     abstract = jax.eval_shape(lambda: create_state(
         model, make_optimizer(config, config.steps or 1), guide_params, key=jax.random.PRNGKey(0),
