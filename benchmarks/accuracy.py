@@ -94,7 +94,7 @@ def render(results: Path = RESULTS, table: Path = TABLE) -> str:
             f"| ({key}) {name} | {_fmt(pred, 'sbd', True)} | {_fmt(pred, 'abs_dic', True, 2)} | "
             f"{_fmt(pred, 'AP50')} | {_fmt(true, 'sbd', True)} | {_fmt(true, 'abs_dic', True, 2)}"
             f" | {_fmt(true, 'AP50')} | {timing} | {PAPER[key][0]} | {PAPER[key][1]} |\n")
-    if rows:
+    if any_row:
         lines.append("\nMachine load during each variant's run: " + "; ".join(
             f"({k}) {rows[k]['load']}" for k in VARIANTS if k in rows) + "\n")
     text = "".join(lines)

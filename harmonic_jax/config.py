@@ -59,8 +59,8 @@ class TrainConfig:
     instance_weighting: bool = False  # per-pixel weight 1 / log(instance area)
     pull_weight: float = 0.0  # weight of train.pull_loss beside eq. 5 (0: the paper's objective)
     # "harmonic" (eq. 5) or "discriminative" (De Brabandere et al. 2017, the paper's baseline:
-    # harmonic_jax.baselines.discriminative) with its pull and push margins; cluster the latter
-    # with bandwidth = delta_v, as its paper did (both 0.5 by default).
+    # harmonic_jax.baselines.discriminative) with its pull and push margins; the latter is
+    # clustered with bandwidth delta_v, as its paper did (cluster_kwargs).
     loss: str = "harmonic"
     delta_v: float = 0.5
     delta_d: float = 1.5
@@ -84,8 +84,10 @@ class TrainConfig:
 
     def cluster_kwargs(self) -> dict:
         """``bandwidth``, ``min_size`` and ``max_gap`` for ``cluster.mean_shift`` / ``segment``;
-        the library's defaults where the config leaves them ``None``."""
-        out = {"bandwidth": self.bandwidth, "min_size": self.min_size, "max_gap": self.max_gap}
+        the library's defaults where the config leaves them ``None``. A network trained with the
+        discriminative loss is clustered with bandwidth ``delta_v``, as De Brabandere et al. did."""
+        bandwidth = self.delta_v if self.loss == "discriminative" else self.bandwidth
+        out = {"bandwidth": bandwidth, "min_size": self.min_size, "max_gap": self.max_gap}
         return {k: v for k, v in out.items() if v is not None}
 
     def to_json(self) -> str:

@@ -206,6 +206,25 @@ def collision_rate(
     return float(jnp.sum(n_close)) / total if total else 0.0
 
 
+def _pair_differences(params, labels, family, frame) -> np.ndarray:
+    """``(P, N)`` float64 embedding differences of every same-image instance pair."""
+    labels = np.asarray(labels)
+    labels = labels[None] if labels.ndim == 2 else labels
+    fam = get_family(family)
+    maps = fam.maps(params, *labels.shape[1:], stride=1, offset=(0, 0), frame=_frame(frame))
+    counts = [count_instances(lab) for lab in labels]
+    bound = max(counts, default=0)
+    embed = jax.jit(instance_embeddings, static_argnames="max_instances")  # one compilation
+    out = [np.zeros((0, maps.shape[-1]))]
+    for lab, count in zip(labels, counts):
+        if count < 2:
+            continue
+        e = np.asarray(embed(maps, lab, max_instances=bound), np.float64)[:count]
+        i, j = np.triu_indices(count, k=1)
+        out.append(e[i] - e[j])
+    return np.concatenate(out)
+
+
 def pair_distances(
     params: chex.ArrayTree,
     labels: ArrayLike,
@@ -228,16 +247,7 @@ def pair_distances(
       1-D float64 array, one entry per unordered pair, image by image.
     """
     norm = _check_norm(norm)
-    labels = np.asarray(labels)
-    labels = labels[None] if labels.ndim == 2 else labels
-    fam = get_family(family)
-    maps = fam.maps(params, *labels.shape[1:], stride=1, offset=(0, 0), frame=_frame(frame))
-    out = []
-    for lab in labels:
-        e = np.asarray(instance_embeddings(maps, lab), np.float64)
-        i, j = np.triu_indices(len(e), k=1)
-        out.append(np.linalg.norm(e[i] - e[j], ord=norm, axis=1))
-    return np.concatenate(out) if out else np.zeros(0)
+    return np.linalg.norm(_pair_differences(params, labels, family, frame), ord=norm, axis=1)
 
 
 def separation_stats(
@@ -256,8 +266,9 @@ def separation_stats(
       pair in each norm and the 1st percentile in L2 (mean-shift's metric). Python floats.
     """
     margin = _check_margin(margin)
-    l1 = pair_distances(params, labels, family=family, frame=frame, norm=1)
-    l2 = pair_distances(params, labels, family=family, frame=frame, norm=2)
+    diff = _pair_differences(params, labels, family, frame)
+    l1 = np.linalg.norm(diff, ord=1, axis=1)
+    l2 = np.linalg.norm(diff, ord=2, axis=1)
     if l1.size == 0:
         raise ValueError("labels: no image has two or more instances")
     return dict(pairs=int(l1.size), l1_collision_rate=float(np.mean(l1 < margin)),

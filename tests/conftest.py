@@ -66,3 +66,12 @@ def tiny_run(tmp_path_factory, cvppp_dir):
     config = load_config(Path(__file__).resolve().parents[1] / "configs/tiny.py",
                          [f"workdir={workdir}", "data_parallel=false"])
     return workdir, fit(config, progress=False)
+
+
+@pytest.fixture(scope="session")
+def eight_device_run(tmp_path_factory):
+    """tests/distributed_worker.py's run in this process over its 8 CPU devices, once per
+    session: ``(final state, parameters after the first step)``."""
+    from tests import distributed_worker
+
+    return distributed_worker.run(tmp_path_factory.mktemp("eight_devices"))

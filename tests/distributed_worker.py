@@ -42,8 +42,10 @@ def setup():
 
 
 def run(out: Path):
-    """Trains ``STEPS`` steps over all devices of all processes; returns the final state."""
+    """Trains ``STEPS`` steps over all devices of all processes and saves a checkpoint in
+    ``out/checkpoint``; returns the final state and the parameters after the first step."""
     import jax
+    import numpy as np
 
     from harmonic_jax import distributed, train
     from harmonic_jax.checkpoint import Checkpointer
@@ -53,13 +55,15 @@ def run(out: Path):
     state = distributed.replicate(state, mesh)
     step = train.make_train_step(model, optimizer, crop=(32, 32), mesh=mesh)
     data = batch()
+    first = None
     for _ in range(STEPS):
         rows = distributed.process_rows(range(GLOBAL_BATCH))
         state, _ = step(state, train.shard_batch({k: v[rows] for k, v in data.items()}, mesh))
+        first = jax.tree.map(np.asarray, state.params) if first is None else first
     checkpointer = Checkpointer(out / "checkpoint")
     checkpointer.save(state)
     checkpointer.close()
-    return state, jax.process_count()
+    return state, first
 
 
 def main(process_id: int, num_processes: int, port: int, out: Path) -> None:

@@ -102,3 +102,10 @@ def test_train_step_learns_separable_embeddings():
     with pytest.raises(ValueError, match="background=True is eq. 5's option only"):
         train.make_train_step(model, optimizer, crop=(32, 32), loss="discriminative",
                               background=True)
+
+
+def test_discriminative_networks_cluster_at_delta_v():
+    from harmonic_jax.config import TrainConfig
+
+    assert TrainConfig(loss="discriminative", delta_v=0.3).cluster_kwargs()["bandwidth"] == 0.3
+    assert TrainConfig(delta_v=0.3, bandwidth=0.7).cluster_kwargs()["bandwidth"] == 0.7

@@ -7,6 +7,7 @@ import pytest
 from harmonic_jax import embedding, guides, train
 from harmonic_jax.data.augment import random_view, resample
 from harmonic_jax.model import compact_unet
+from tests import distributed_worker
 
 GUIDES = guides.init_sine(jax.random.PRNGKey(0), 12)
 
@@ -120,23 +121,21 @@ def _batch(n=8, size=40):
                 size=np.full((n, 2), size, np.int32))
 
 
-def test_data_parallel_step_equals_one_device():
+def test_data_parallel_step_equals_one_device(eight_device_run):
+    """3 steps on one device against the same 3 steps over the 8 devices of the data mesh
+    (tests/distributed_worker.py: a compact U-Net, a batch of 8, SGD; SGD because Adam divides
+    by sqrt(v), which turns the float noise of gradients that are exactly zero in exact
+    arithmetic, conv biases before BatchNorm, into full-size steps)."""
     assert jax.device_count() == 8, "conftest sets 8 CPU devices"
-    model = compact_unet(widths=(8, 16, 16), sinconv_kernel=3, frame=(32, 32))
-    # SGD: Adam divides by sqrt(v), which turns the float noise of gradients that are exactly
-    # zero in exact arithmetic (conv biases before BatchNorm) into full-size steps.
-    optimizer = optax.sgd(0.05, momentum=0.9)
-    batch = _batch()
-    final, first = {}, {}
-    for name, mesh in (("one", None), ("eight", train.data_mesh())):
-        state = train.create_state(model, optimizer, GUIDES, key=jax.random.PRNGKey(1),
-                                   image_shape=(32, 32, 3))
-        step = train.make_train_step(model, optimizer, crop=(32, 32), mesh=mesh)
-        for i in range(3):
-            state, metrics = step(state, train.shard_batch(batch, mesh))
-            if i == 0:
-                first[name] = jax.tree.map(np.asarray, state.params)
-        final[name] = state
+    model, optimizer, state = distributed_worker.setup()
+    batch = distributed_worker.batch()
+    step = train.make_train_step(model, optimizer, crop=(32, 32))
+    for i in range(distributed_worker.STEPS):
+        state, metrics = step(state, train.shard_batch(batch, None))
+        if i == 0:
+            first_one = jax.tree.map(np.asarray, state.params)
+    final = {"one": state, "eight": eight_device_run[0]}
+    first = {"one": first_one, "eight": eight_device_run[1]}
 
     def worst_relative(a, b):
         one, eight = jax.tree.leaves(a), jax.tree.leaves(b)
