@@ -1,12 +1,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from harmonic_jax import embedding, guides, train
 from harmonic_jax.data.augment import random_view, resample
-from harmonic_jax.model import compact_unet
 from tests import distributed_worker
 
 GUIDES = guides.init_sine(jax.random.PRNGKey(0), 12)
