@@ -8,7 +8,7 @@ seed, data order and step budget):
     b. harmonic, plain 7x7 convs  d. discriminative, plain convs
 
 Each is trained from scratch (``runs/accuracy/<variant>``; a rerun resumes an unfinished run
-and skips a finished one), then segmented with the same inference (mean-shift, bandwidth 0.5 =
+and re-evaluates a finished one, whose newest row the table shows), then segmented with the same inference (mean-shift, bandwidth 0.5 =
 the discriminative loss's delta_v) inside its own predicted foreground and inside the true one,
 and scored: SBD and |DiC| (mean and std over the plants), AP50, seconds. The table
 ``benchmarks/results/cvppp_a1.md`` is rewritten after every variant, beside the paper's Table 1.

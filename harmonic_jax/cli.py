@@ -70,12 +70,13 @@ def _train(args: argparse.Namespace) -> None:
         from harmonic_jax import distributed
 
         distributed.initialize()
-    config = load_config(args.config, args.set)
-    print(f"training {config.name}: {config_summary(config)}")
-    result = fit(config)
-    val = result["val"]
     import jax
 
+    config = load_config(args.config, args.set)
+    if jax.process_index() == 0:
+        print(f"training {config.name}: {config_summary(config)}")
+    result = fit(config)
+    val = result["val"]
     if jax.process_index():
         return
     print(f"{config.name}: step {result['step']} in {result['seconds']:.0f} s"

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["initialize", "is_primary", "process_rows", "replicate"]
+__all__ = ["barrier", "initialize", "is_primary", "process_rows", "replicate"]
 
 _ENV = ("HARMONIC_COORDINATOR", "HARMONIC_NUM_PROCESSES", "HARMONIC_PROCESS_ID")
 
@@ -67,6 +67,18 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
     return True
+
+
+def barrier(name: str, timeout_s: float = 7200.0) -> None:
+    """Waits until every process has reached the barrier ``name`` (nothing in one process).
+
+    Unlike a collective (``multihost_utils.sync_global_devices``, which gives up after a few
+    minutes), it waits up to ``timeout_s``: long enough for process 0 to prepare a run folder
+    (a guide search takes minutes) while the others wait to read it.
+    """
+    import orbax.checkpoint as ocp
+
+    ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=int(timeout_s * 1000))
 
 
 def is_primary() -> bool:

@@ -25,13 +25,13 @@ from tqdm.auto import tqdm
 from harmonic_jax.checkpoint import Checkpointer
 from harmonic_jax.config import LEGACY_FIELDS, TrainConfig, config_from_record
 from harmonic_jax.data import READERS, Sample, load_split, resize_sample
-from harmonic_jax.distributed import is_primary, process_rows, replicate
+from harmonic_jax.distributed import barrier, is_primary, process_rows, replicate
 from harmonic_jax.embedding import count_instances
 from harmonic_jax.evaluation import PREDICTED, evaluate_samples
 from harmonic_jax.guides import load_guides, resolve_guides, save_guides
 from harmonic_jax.model import UNet
 from harmonic_jax.search import fit_guides
-from harmonic_jax.train import create_state, data_mesh, make_train_step, shard_batch
+from harmonic_jax.train import LOSSES, create_state, data_mesh, make_train_step, shard_batch
 
 __all__ = [
     "batch_indices",
@@ -271,6 +271,12 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
     if not config.data:
         raise ValueError(f"config {config.name!r} names no data folder: set data=DIR "
                          "(e.g. harmonic-jax train --config ... --set data=DIR)")
+    if config.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {config.loss!r}")
+    multi = jax.process_count() > 1  # harmonic_jax.distributed: every process's devices
+    primary = is_primary()  # process 0 prepares the run folder and logs
+    if multi and not primary:  # wait until process 0 has written split, guides and config
+        barrier("harmonic_jax.fit: run folder prepared")
     workdir = Path(config.workdir)
     _check_workdir(config, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -290,19 +296,23 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
     data = stack_samples(train_samples)
     config = dataclasses.replace(
         config, max_instances=check_instance_bound(train_samples, config.max_instances))
-    _prepare_workdir(config, workdir, data["image"].shape[-1])
+    if primary:
+        _prepare_workdir(config, workdir, data["image"].shape[-1])
+    if multi and primary:
+        barrier("harmonic_jax.fit: run folder prepared")
     n = len(train_samples)
     steps = config.steps or config.epochs * max(n // config.batch_size, 1)
 
     frame = tuple(round(f * config.resize) for f in meta["frame"])
     model = build_model(config, frame, meta["family"])
     optimizer = make_optimizer(config, steps)
-    multi = jax.process_count() > 1  # harmonic_jax.distributed: every process's devices
     mesh = data_mesh() if multi or (config.data_parallel and jax.local_device_count() > 1) \
         else None
     if mesh is not None and config.batch_size % mesh.devices.size:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
-                         f"{mesh.devices.size} devices; change it or set data_parallel=false")
+                         f"{mesh.devices.size} devices" + (
+                             f" of the {jax.process_count()} processes; use a multiple"
+                             if multi else "; change it or set data_parallel=false"))
     step_fn = make_train_step(
         model, optimizer, crop=config.crop, scale_range=config.scale_range, flip=config.flip,
         max_instances=config.max_instances, weighting=config.instance_weighting,
@@ -314,10 +324,9 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
                          image_shape=(*config.crop, data["image"].shape[-1]))
     checkpointer = Checkpointer(workdir, keep_last=config.keep_last)
     state = checkpointer.restore(fresh) or fresh
-    if multi:  # the same values on every process, as one replicated global state
+    if mesh is not None:  # the same values on every process, as one replicated global state
         state = replicate(state, mesh)
     start_step = int(state.step)
-    primary = is_primary()  # process 0 logs; the others train silently
     trained = _resume_log(workdir / "metrics.jsonl", start_step) if primary else 0.0
     log = (workdir / "metrics.jsonl").open("a") if primary else io.StringIO()
     val = None
@@ -336,7 +345,7 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
                 idx = process_rows(idx)  # this process's rows of the global batch
             batch = shard_batch({k: v[idx] for k, v in data.items()}, mesh)
             state, step_metrics = step_fn(state, batch)
-            seen += len(idx)
+            seen += config.batch_size  # the global batch, over all processes
             bar.update(1)
             done = step + 1
             if done % config.log_every == 0 or done == steps:
@@ -353,10 +362,12 @@ def fit(config: TrainConfig, *, progress: bool = True) -> dict:
                     log.write(json.dumps({"step": done, "seconds": train_seconds()}) + "\n")
             if val_samples and (done % config.eval_every == 0 or done == steps):
                 variables = {"params": state.params, "batch_stats": state.batch_stats}
-                if multi:  # host copies: each process evaluates on its own devices
-                    variables = jax.tree.map(np.asarray, variables)
+                guides_now = state.guide_params
+                if multi:  # local copies: each process evaluates alone, on its first device
+                    variables, guides_now = jax.device_put(jax.tree.map(
+                        np.asarray, (variables, guides_now)), jax.local_devices()[0])
                 tock = time.perf_counter()
-                val = evaluate(model, variables, state.guide_params, val_samples, config)
+                val = evaluate(model, variables, guides_now, val_samples, config)
                 eval_seconds += time.perf_counter() - tock
                 log.write(json.dumps({"step": done, "seconds": train_seconds(),
                                       **{f"val_{k}": v for k, v in val.items()}}) + "\n")

@@ -233,7 +233,7 @@ def original_sine(
     .. math:: f_i = \sin(\alpha_i \, y / (H - s) + \beta_i \, x / (W - s) + \phi_i)
 
     with ``(y, x)`` frame pixels and ``s`` the stride: on a frame-sized image this is the
-    original's ``linspace(0, 1, H / s)`` at every scale, bit for bit in float64, so a ported
+    original's ``linspace(0, 1, H / s)`` at every scale (up to float32 rounding), so a ported
     checkpoint (:func:`harmonic_jax.port.load_original`) computes what the original computes.
     Unlike the original, the maps stay functions of frame coordinates, so tiles and padded
     images see what the whole frame-sized image sees.

@@ -32,13 +32,19 @@ import numpy as np
 from harmonic_jax.config import TrainConfig
 from harmonic_jax.model import UNet
 
-__all__ = ["IMAGENET_NORM", "ORIGINAL_MIN_SIZE", "load_original", "original_names"]
+__all__ = ["GREY_NORM", "IMAGENET_NORM", "ORIGINAL_MIN_SIZE", "ORIGINAL_MIN_SIZE_GREY",
+           "load_original", "original_names"]
 
-#: ``(mean, std)`` of torchvision's ImageNet normalisation, the original's input transform.
+#: ``(mean, std)`` of torchvision's ImageNet normalisation, the original's input transform for
+#: its RGB (CVPPP) network.
 IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
-#: The original drops predicted labels under 1000 pixels on CVPPP (500 on C. elegans).
+#: Its grey (C. elegans) network's: ``Normalize(0.5, 0.5)``.
+GREY_NORM = ((0.5,), (0.5,))
+
+#: The original drops predicted labels under 1000 pixels on CVPPP (RGB), 500 on C. elegans (grey).
 ORIGINAL_MIN_SIZE = 1000
+ORIGINAL_MIN_SIZE_GREY = 500
 
 _WIDTHS = (64, 128, 256, 512, 512)
 
@@ -76,12 +82,14 @@ def _read(source) -> dict[str, np.ndarray]:
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no checkpoint file {path}")
-        try:
+        try:  # weights_only: a checkpoint file cannot run code here
             source = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - torch raises many kinds
-            raise ValueError(f"{path} is not a readable PyTorch state dict ({type(err).__name__}: "
-                             f"{err}); save one with torch.save(model.state_dict(), path)"
-                             ) from None
+            raise ValueError(
+                f"{path} is not a readable PyTorch state dict ({type(err).__name__}: {err}). "
+                "A whole pickled model, or a Python 2 pickle (the original's .t7 files), can be "
+                "re-saved where you trust it: torch.save(torch.load(path, weights_only=False, "
+                "encoding='latin1').state_dict() (or the dict itself), new_path)") from None
     if isinstance(source, Mapping) and "state_dict" in source and isinstance(
             source["state_dict"], Mapping):
         source = source["state_dict"]  # {"state_dict": ..., "epoch": ...} training checkpoints
@@ -125,7 +133,7 @@ def load_original(
     source,
     *,
     frame: tuple[int, int] = (448, 448),
-    input_norm: tuple | None = IMAGENET_NORM,
+    input_norm: tuple | str | None = "auto",
     guide_atol: float = 1e-6,
 ) -> tuple[UNet, dict, jnp.ndarray, TrainConfig]:
     """Reads a checkpoint of the PyTorch original into our default U-Net.
@@ -144,8 +152,9 @@ def load_original(
         ``s``. Images of that size get exactly the original's output; give larger ones the
         same scale (they extend the frame's maps), or resize them to the frame as the original
         did.
-      input_norm: ``(mean, std)`` the original normalised ``images / 255`` with (ImageNet's in
-        its notebooks); ``None``: the network takes ``images / 255 - 0.5`` as ours do.
+      input_norm: ``(mean, std)`` the original normalised ``images / 255`` with; ``"auto"``:
+        as its notebooks did, ImageNet's for an RGB network (CVPPP) and ``(0.5, 0.5)`` for a
+        grey one (C. elegans); ``None``: the network takes ``images / 255 - 0.5`` as ours do.
       guide_atol: largest difference tolerated between the guide parameters of the five
         SinConv layers (ours share one set; the original stores one per layer).
 
@@ -153,8 +162,11 @@ def load_original(
       ``(model, variables, guide_params, config)`` as :func:`harmonic_jax.pretrained.load`
       returns them: the :class:`~harmonic_jax.model.UNet`, ``{"params", "batch_stats"}``, the
       ``(N, 3)`` float32 ``[alpha, beta, phi]`` and a config with the original's inference
-      settings (mean-shift bandwidth 0.5, labels under 1000 pixels dropped, the background as
-      the largest cluster).
+      settings where ours has them: mean-shift bandwidth 0.5, the background as the largest
+      cluster, its minimum area (1000 pixels for an RGB network, 500 for a grey one) as
+      ``min_size``. The clustering itself is ours (:func:`harmonic_jax.cluster.mean_shift`:
+      clusters split into connected parts, parts under ``min_size`` merged into a touching
+      instance or dropped), not the original's sklearn pass over every pixel.
 
     Raises:
       ValueError: not a state dict, or one of another architecture (missing, unexpected or
@@ -169,6 +181,10 @@ def load_original(
         raise ValueError("not a state dict of the original UNet: no inc.conv.conv.0.weight "
                          f"(keys start with {sorted(state)[:3]})")
     channels = first.shape[1]
+    if isinstance(input_norm, str):
+        if input_norm != "auto":
+            raise ValueError(f"input_norm must be (mean, std), 'auto' or None, got {input_norm!r}")
+        input_norm = IMAGENET_NORM if channels == 3 else GREY_NORM if channels == 1 else None
     model = UNet(widths=_WIDTHS, out_channels=n, family="original", frame=tuple(frame),
                  sinconv_kernel=7, upsample="align_corners", input_norm=input_norm)
     params: dict[str, Any] = {}
@@ -212,7 +228,8 @@ def load_original(
     config = dataclasses.replace(
         TrainConfig(), name="original", widths=_WIDTHS, sinconv_kernel=7,
         upsample="align_corners", fg_head=False, background_instance=True, bandwidth=0.5,
-        min_size=ORIGINAL_MIN_SIZE, crop=tuple(frame), resize=1.0)
+        min_size=ORIGINAL_MIN_SIZE_GREY if channels == 1 else ORIGINAL_MIN_SIZE,
+        crop=tuple(frame), resize=1.0)
     return model, {"params": params, "batch_stats": stats}, jnp.asarray(
         guide_params, jnp.float32), config
 

@@ -241,8 +241,9 @@ def _train_step(state: TrainState, batch: dict, *, model, optimizer, crop, scale
 def data_mesh(devices=None) -> Mesh:
     """A 1-D ``('data',)`` mesh over the given devices (default: all of them, every process's
     in a multi-process run; :mod:`harmonic_jax.distributed`)."""
-    devices = jax.devices() if devices is None else list(devices)
-    return Mesh(np.asarray(devices), ("data",))
+    if devices is None:  # each process's devices together, in process order (process_rows)
+        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    return Mesh(np.asarray(list(devices)), ("data",))
 
 
 def shard_batch(batch: dict, mesh: Mesh | None) -> dict:
@@ -288,9 +289,10 @@ def make_train_step(model, optimizer, *, crop, scale_range=(0.75, 1.25), flip=Tr
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if loss == "discriminative" and background:
-        raise ValueError("the discriminative loss leaves the background to the foreground head; "
-                         "background=True is eq. 5's option only")
+    if loss == "discriminative" and (background or weighting):
+        raise ValueError("background=True and weighting=True are eq. 5's options; the "
+                         "discriminative loss weighs each instance once and leaves the "
+                         "background to the foreground head")
     step = functools.partial(
         _train_step, model=model, optimizer=optimizer, crop=tuple(crop),
         scale_range=tuple(scale_range), flip=flip, max_instances=max_instances,

@@ -99,7 +99,7 @@ def test_train_step_learns_separable_embeddings():
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0], losses
     with pytest.raises(ValueError, match="loss must be one of"):
         train.make_train_step(model, optimizer, crop=(32, 32), loss="triplet")
-    with pytest.raises(ValueError, match="background=True is eq. 5's option only"):
+    with pytest.raises(ValueError, match="background=True and weighting=True are eq. 5's"):
         train.make_train_step(model, optimizer, crop=(32, 32), loss="discriminative",
                               background=True)
 

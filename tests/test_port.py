@@ -190,3 +190,15 @@ def test_clear_errors_for_other_state_dicts(original, tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable PyTorch state dict"):
         port.load_original(tmp_path / "junk.pth")
+
+
+def test_grey_networks_get_the_grey_settings():
+    """The original's C. elegans network takes one channel, Normalize(0.5, 0.5), area 500."""
+    torch.manual_seed(1)
+    state = OriginalUNet(1, guides.ORIGINAL_C_ELEGANS).state_dict()
+    model, variables, guide_params, config = port.load_original(state)
+    assert model.input_norm == port.GREY_NORM and config.min_size == port.ORIGINAL_MIN_SIZE_GREY
+    assert variables["params"]["DoubleConv_0"]["Conv_0"]["kernel"].shape == (3, 3, 1, 64)
+    np.testing.assert_allclose(guide_params, guides.ORIGINAL_C_ELEGANS, rtol=1e-6)
+    with pytest.raises(ValueError, match="input_norm must be"):
+        port.load_original(state, input_norm="imagenet")
