@@ -8,6 +8,8 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
@@ -75,3 +77,36 @@ def eight_device_run(tmp_path_factory):
     from tests import distributed_worker
 
     return distributed_worker.run(tmp_path_factory.mktemp("eight_devices"))
+
+
+TWO_PROCESSES = pytest.StashKey[tuple]()
+
+
+def pytest_collection_finish(session):
+    """Starts the two worker processes of tests/test_distributed.py as soon as it is collected,
+    so that they run beside the tests before it (compilation mostly leaves a core free)."""
+    if any(item.nodeid.startswith("tests/test_distributed.py") for item in session.items):
+        from tests import distributed_worker
+
+        out = Path(tempfile.mkdtemp(prefix="harmonic_two_processes_"))
+        session.config.stash[TWO_PROCESSES] = (out, distributed_worker.launch(out))
+
+
+def pytest_sessionfinish(session):
+    out, procs = session.config.stash.get(TWO_PROCESSES, (None, []))
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def two_processes(request):
+    """The output folder of the two worker processes (2 x 4 CPU devices) started at collection."""
+    out, procs = request.config.stash[TWO_PROCESSES]
+    for i, proc in enumerate(procs):
+        code = proc.wait(timeout=900)
+        log = (out / f"worker{i}.log").read_text()
+        assert code == 0, f"worker process {i} exited with {code}:\n{log[-3000:]}"
+    return out

@@ -13,6 +13,27 @@ from pathlib import Path
 
 STEPS = 3
 GLOBAL_BATCH = 8
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def launch(out: Path, timeout_s: int = 600) -> list:
+    """Starts the 2 worker processes (loopback, a free port) writing to ``out``; their
+    ``subprocess.Popen`` objects (stdout and stderr in ``out/worker<i>.log``)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("XLA_FLAGS", None)  # each worker sets its own 4 devices
+    procs = []
+    for i in range(2):
+        log = open(out / f"worker{i}.log", "w")  # noqa: SIM115 - the process holds it
+        procs.append(subprocess.Popen(
+            ["timeout", str(timeout_s), sys.executable, "-m", "tests.distributed_worker", str(i),
+             "2", str(port), str(out)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return procs
 
 
 def batch():

@@ -1,12 +1,7 @@
 """Training past one machine: 2 processes x 4 CPU devices (jax.distributed on the loopback
 address) compute what 1 process with 8 devices computes, and their checkpoint restores in a
-process of another count."""
-
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
+process of another count. The two processes start when this file is collected (conftest.py's
+``two_processes``), beside the tests that run before it."""
 
 import jax
 import numpy as np
@@ -15,37 +10,6 @@ import pytest
 from harmonic_jax import distributed
 from harmonic_jax.checkpoint import Checkpointer
 from tests import distributed_worker
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def two_processes(tmp_path_factory):
-    """Runs the worker as 2 processes of 4 devices; their output folder."""
-    out = tmp_path_factory.mktemp("two_processes")
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.distributed_worker", str(i), "2",
-                               str(port), str(out)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=300)[0])
-    finally:
-        for proc in procs:
-            proc.kill()
-    for i, (proc, log) in enumerate(zip(procs, logs)):
-        assert proc.returncode == 0, f"process {i} failed:\n{log[-3000:]}"
-    return out
 
 
 def test_two_processes_equal_one_process_with_eight_devices(two_processes, eight_device_run):
