@@ -8,10 +8,11 @@ seed, data order and step budget):
     b. harmonic, plain 7x7 convs  d. discriminative, plain convs
 
 Each is trained from scratch (``runs/accuracy/<variant>``; a rerun resumes an unfinished run
-and re-evaluates a finished one, whose newest row the table shows), then segmented with the same inference (mean-shift, bandwidth 0.5 =
-the discriminative loss's delta_v) inside its own predicted foreground and inside the true one,
-and scored: SBD and |DiC| (mean and std over the plants), AP50, seconds. The table
-``benchmarks/results/cvppp_a1.md`` is rewritten after every variant, beside the paper's Table 1.
+and re-evaluates a finished one, whose newest row the table shows), then segmented with the same
+inference (mean-shift, bandwidth 0.5 = the discriminative loss's delta_v) inside its own
+predicted foreground and inside the true one, and scored: SBD and |DiC| (mean and std over the
+plants), AP50, seconds. The table ``benchmarks/results/cvppp_a1.md`` is rewritten after every
+variant, beside the paper's Table 1.
 
     .venv/bin/python benchmarks/accuracy.py                      # CPU budget: 600 steps each
     .venv/bin/python benchmarks/accuracy.py --config configs/cvppp_a1.py --budget 12000  # GPU:
@@ -170,8 +171,9 @@ def main(argv=None) -> None:
     parser.add_argument("--config", default="configs/cvppp_a1_cpu.py",
                         help="the shared recipe (default: the CPU recipe of the shipped model)")
     parser.add_argument("--budget", type=int, default=600,
-                        help="training steps per variant (600: about 15 minutes each on 2 idle "
-                             "CPU cores; the paper's 500 epochs of 96 plants at batch 4: 12000)")
+                        help="training steps per variant (600: 20-23 minutes each on 2 CPU "
+                             "cores shared with other work, as measured for results/cvppp_a1.md; "
+                             "the paper's 500 epochs of 96 plants at batch 4: 12000)")
     parser.add_argument("--variants", default="abcd", help="which of a, b, c, d to run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="runs/accuracy")

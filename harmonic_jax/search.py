@@ -206,6 +206,10 @@ def collision_rate(
     return float(jnp.sum(n_close)) / total if total else 0.0
 
 
+#: One compilation per map shape and instance bound, shared by every call.
+_embed = jax.jit(instance_embeddings, static_argnames="max_instances")
+
+
 def _pair_differences(params, labels, family, frame) -> np.ndarray:
     """``(P, N)`` float64 embedding differences of every same-image instance pair."""
     labels = np.asarray(labels)
@@ -214,12 +218,11 @@ def _pair_differences(params, labels, family, frame) -> np.ndarray:
     maps = fam.maps(params, *labels.shape[1:], stride=1, offset=(0, 0), frame=_frame(frame))
     counts = [count_instances(lab) for lab in labels]
     bound = max(counts, default=0)
-    embed = jax.jit(instance_embeddings, static_argnames="max_instances")  # one compilation
     out = [np.zeros((0, maps.shape[-1]))]
     for lab, count in zip(labels, counts):
         if count < 2:
             continue
-        e = np.asarray(embed(maps, lab, max_instances=bound), np.float64)[:count]
+        e = np.asarray(_embed(maps, lab, max_instances=bound), np.float64)[:count]
         i, j = np.triu_indices(count, k=1)
         out.append(e[i] - e[j])
     return np.concatenate(out)
