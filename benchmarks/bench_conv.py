@@ -6,6 +6,10 @@ and whether the pick was the faster one; then the totals of each network (XLA's,
 paths', and the best possible). It is the measurement behind that rule.
 
     .venv/bin/python benchmarks/bench_conv.py [--nets default compact] [--repeats 3]
+
+With ``--block-rows N ...`` it times instead the matrix-product path of the default network's
+7x7 SinConv 140 -> 64 at 448 x 448 (the layer the time goes to), at batch 1 and 4, for each
+block size (``weight_gradient(block_rows=N)``), interleaved over the repeats; the best of each.
 """
 
 from __future__ import annotations
@@ -56,12 +60,35 @@ def _time(fn, *args, repeats):
     return best
 
 
+def block_sweep(sizes, repeats: int) -> None:
+    """Times ``conv.weight_gradient`` of the 7x7 SinConv 140 -> 64 at 448 x 448 for each block
+    size, at batch 1 and 4, the sizes interleaved within each repeat."""
+    rng = np.random.default_rng(0)
+    pad = ((3, 3), (3, 3))
+    for batch in (1, 4):
+        x = jnp.asarray(rng.normal(size=(batch, 448, 448, 140)).astype(np.float32))
+        g = jnp.asarray(rng.normal(size=(batch, 448, 448, 64)).astype(np.float32))
+        fns = {n: jax.jit(lambda x, g, n=n: conv.weight_gradient(x, g, (7, 7), pad, block_rows=n))
+               for n in sizes}
+        best = {n: _time(fn, x, g, repeats=1) for n, fn in fns.items()}
+        for _ in range(repeats - 1):
+            for n, fn in fns.items():
+                best[n] = min(best[n], _time(fn, x, g, repeats=1))
+        print(f"batch {batch}: " + ", ".join(f"{n} rows {t:.3f} s" for n, t in best.items()),
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nets", nargs="+", choices=sorted(NETS), default=["default", "compact"])
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--block-rows", type=int, nargs="+", help="time these block sizes")
     args = parser.parse_args()
     before = os.getloadavg()
+    if args.block_rows:
+        block_sweep(args.block_rows, args.repeats)
+        print(load_note(before))
+        return
     rng = np.random.default_rng(0)
     for net in args.nets:
         spec, batch = NETS[net], BATCH[net]

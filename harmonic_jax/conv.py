@@ -11,12 +11,12 @@ train step). Here the weight gradient is written as the matrix products it is:
 With each padded image flattened row by row to ``(Hp Wp, C_in)``, a shift by ``(dy, dx)`` is a
 shift by ``dy Wp + dx`` rows; the ``k`` column shifts are stacked on the gradient's side (the
 narrower one in the decoder's SinConvs, where the time goes), so each kernel row ``dy`` is one
-matrix product ``(C_in, n) x (n, k C_out)`` over a contiguous slice of the flattened input, and a
-``lax.scan`` over the ``k`` rows keeps one such slice in memory at a time. The price is memory
-during the backward pass of a layer: the stacked gradient, ``k`` times the output gradient
-(0.36 GB per 448 x 448 image for a 7x7 layer of 64 channels), and one slice of the input.
-The batch stays its own axis, so a batch sharded over devices gives a sum over devices, as the
-data-parallel train step needs.
+matrix product ``(C_in, n) x (n, k C_out)`` over a contiguous slice of the flattened input.
+The output rows are taken in blocks of about 16,384 pixels (all images of the batch together):
+a ``lax.scan`` over the blocks, and one over the kernel rows inside it, keep one block's rows of
+the input and of the gradient, its stacked gradient (``k`` times its output gradient) and one
+input slice in memory at a time (about 55 MB for the 7x7 SinConv 140 -> 64). The batch is flattened into each product's contraction, so a batch
+sharded over devices gives a sum over devices, as the data-parallel train step needs.
 
 The forward pass and the input gradient are XLA's own. Only CPU takes the matrix-product path
 (``lax.platform_dependent``); other backends keep XLA's weight gradient. Being a
@@ -36,63 +36,94 @@ from jax import lax
 __all__ = ["conv_general_dilated", "weight_gradient", "uses_matmul_gradient"]
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+BLOCK_ROWS = 16384  # see weight_gradient
 
 
 def uses_matmul_gradient(in_channels: int, out_channels: int, kernel: int) -> bool:
     """Whether :func:`conv_general_dilated` computes this layer's weight gradient by matrix
-    products on CPU; ``kernel`` is the kernel's width (the products have ``kernel * out_channels``
-    columns).
+    products on CPU; ``kernel`` is the kernel's width.
 
     Measured on 2 CPU cores, layer by layer (``benchmarks/bench_conv.py``): the products are
-    1.2-3.0x faster than XLA on every layer of the default network but its RGB input layer
-    (e.g. the 7x7 SinConv 140 -> 64 at 448 x 448: 2.4 s against 6.2 s), and up to 2.5x on the
-    compact network's layers of 32 and more output channels (two of its small layers run at
-    0.8-0.9x); with ``k C_out`` under 64 (3x3
-    to 16 channels) or under 8 input channels the products are too narrow, and XLA's convolution
-    is 2-8x faster. Over each network's layers the rule's picks are within 1% of the best of the
-    two (default: 9.4 s against XLA's 19.3 s; compact: 0.46 s against 0.55 s).
+    1.6-4.6x faster than XLA on every layer of the default network but its RGB input layer (e.g.
+    the 7x7 SinConv 140 -> 64 at 448 x 448: 1.5 s against 6.2 s; all weight gradients 5.7 s
+    against 20.7 s) and 1.1-3.1x on the compact network's (0.31 s against 0.61 s in all). A
+    layer of 3 input channels gives products too thin to pay (0.5x on the compact network's RGB
+    input, 1.2x on the default's), so layers of fewer than 8 input channels keep XLA's.
+    ``out_channels`` and ``kernel`` do not matter at the sizes measured.
     """
-    return in_channels >= 8 and kernel * out_channels >= 64
+    del out_channels, kernel
+    return in_channels >= 8
 
 
 def weight_gradient(x: jax.Array, g: jax.Array, kernel: tuple[int, int],
-                    padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+                    padding: tuple[tuple[int, int], tuple[int, int]], *,
+                    block_rows: int = BLOCK_ROWS) -> jax.Array:
     """The weight gradient of a stride-1 NHWC/HWIO convolution, as matrix products.
+
+    The output rows are taken in blocks of about ``block_rows`` flattened pixels (all images of
+    the batch together); each block contributes ``kh`` products ``(C_in, n) x (n, kw C_out)``
+    (see the module docstring), and a ``lax.scan`` over the blocks keeps one block's stacked
+    gradient and input slices in memory at a time.
 
     Args:
       x: ``(B, H, W, C_in)`` the convolution's input.
       g: ``(B, Ho, Wo, C_out)`` the gradient of its output.
       kernel: ``(kh, kw)``.
       padding: ``((top, bottom), (left, right))`` as given to the convolution.
+      block_rows: the products' contraction length to aim for (pixels of a block, summed over
+        the batch). The default, 16,384, was among the fastest of 4,096-262,144 for the default
+        network's 7x7 SinConv 140 -> 64 at 448 x 448, at batch 1 and 4
+        (``benchmarks/bench_conv.py --block-rows``); the memory grows with the blocks.
 
     Returns:
       ``(kh, kw, C_in, C_out)`` in ``x``'s dtype (accumulated in float32).
     """
     (kh, kw), ((top, bottom), (left, right)) = kernel, padding
-    batch, _, _, c_in = x.shape
+    batch, height, width, c_in = x.shape
     _, ho, wo, c_out = g.shape
-    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    hp, wp = xp.shape[1:3]
+    hp, wp = height + top + bottom, width + left + right
     if hp != ho + kh - 1 or wp != wo + kw - 1:
         raise ValueError(f"output {ho}x{wo} does not match input {x.shape[1:3]}, kernel "
                          f"{kernel} and padding {padding} at stride 1")
-    xf = xp.reshape(batch, hp * wp, c_in)
-    # Output pixel (y, x) sits at row y * wp + x of the flattened gradient; the columns past wo
-    # are zeros, so the n rows up to the last output pixel hold every product once.
-    n = (ho - 1) * wp + wo
-    gf = jnp.pad(g, ((0, 0), (0, 0), (0, wp - wo), (0, 0))).reshape(batch, ho * wp, c_out)[:, :n]
-    # stacked[b, m, dx, o] = gf[b, m - dx, o]: the kw column shifts, on the gradient's side.
-    stacked = jnp.stack([jnp.pad(gf, ((0, 0), (dx, kw - 1 - dx), (0, 0))) for dx in range(kw)],
-                        axis=2).reshape(batch, n + kw - 1, kw * c_out)
+    # hc output rows a block, in nb blocks; the last block's missing rows are zeros.
+    nb = min(ho, max(1, -(-batch * ho * wp // block_rows)))
+    hc = -(-ho // nb)
+    nb = -(-ho // hc)
+    n = hc * wp
+    acc_type = x.dtype if jnp.finfo(x.dtype).bits >= 32 else jnp.float32
 
-    def row(_, dy):
-        rows = lax.dynamic_slice_in_dim(xf, dy * wp, n + kw - 1, axis=1)
-        out = jnp.einsum("bmi,bmo->io", rows, stacked,
-                         preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
-        return None, out.reshape(c_in, kw, c_out).transpose(1, 0, 2)
+    def rows_of(a, start, count, pad_left, pad_right):
+        """Rows ``start .. start + count`` of ``a`` (zeros outside it), its columns padded, and
+        flattened: pixel ``(y, x)`` of the block sits at row ``y * wp + x``. Padding block by
+        block keeps no padded copy of a whole layer alive: XLA would compute such copies early
+        and hold them through the backward pass."""
+        rows = start + jnp.arange(count)
+        rows = jnp.where(rows < 0, a.shape[1], rows)  # take would wrap a negative row around
+        picked = jnp.take(a, rows, axis=1, mode="fill", fill_value=0)
+        picked = jnp.pad(picked, ((0, 0), (0, 0), (pad_left, pad_right), (0, 0)))
+        return picked.reshape(batch, count * wp, a.shape[-1])
 
-    _, grad = lax.scan(row, None, jnp.arange(kh))
-    return grad.astype(x.dtype)
+    def block(acc, j):
+        # Output rows j hc .. (j + 1) hc (zeros past ho; kw - 1 zero columns past wo) and the
+        # input rows they see: padded rows j hc .. j hc + hc + kh - 1.
+        gb = rows_of(g, j * hc, hc, 0, wp - wo)
+        xb = rows_of(x, j * hc - top, hc + kh - 1, left, right)
+        # stacked[b, m, dx] = gb[b, m - dx]: the kw column shifts, on the gradient's side (zeros
+        # before the block: the previous row's zero columns).
+        stacked = jnp.stack([jnp.pad(gb, ((0, 0), (dx, 0), (0, 0)))[:, :n] for dx in range(kw)],
+                            axis=2).reshape(batch * n, kw * c_out)
+        # One kernel row at a time (an inner loop: XLA keeps a loop body's buffers apart from
+        # every other layer's, so each row's input slice made in one body would add up). The
+        # products are two-dimensional: XLA:CPU runs a dot contracting over (batch, rows) at
+        # half the speed of the same dot over the flattened (batch * rows) axis.
+        def row(_, dy):
+            rows = lax.dynamic_slice_in_dim(xb, dy * wp, n, axis=1).reshape(batch * n, c_in)
+            return None, jnp.einsum("mi,mo->io", rows, stacked, preferred_element_type=acc_type)
+
+        return acc + lax.scan(row, None, jnp.arange(kh))[1], None
+
+    grad, _ = lax.scan(block, jnp.zeros((kh, c_in, kw * c_out), acc_type), jnp.arange(nb))
+    return grad.reshape(kh, c_in, kw, c_out).transpose(0, 2, 1, 3).astype(x.dtype)
 
 
 def _lax_conv(x, w, padding):

@@ -20,6 +20,7 @@ a larger shape bucket, gives exactly the pixels of the whole image
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -27,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 from jax.typing import ArrayLike
 
 from harmonic_jax.conv import conv_general_dilated
@@ -188,18 +190,31 @@ def _norm(kind: str, features: int, train: bool, dtype) -> nn.Module:
     raise ValueError(f"norm must be 'batch' or 'group', got {kind!r}")
 
 
+# What the backward pass keeps of a DoubleConv: its input and its convolutions' outputs. The
+# normalisation, ReLU and mask after each convolution are recomputed from them (elementwise work
+# and one mean per channel), instead of keeping their four full-size intermediates per layer.
+_KEEP_CONV_OUTPUTS = jax.checkpoint_policies.save_only_these_names("conv_out")
+
+
 class DoubleConv(nn.Module):
-    """(3x3 conv -> normalisation -> ReLU) x 2."""
+    """(3x3 conv -> normalisation -> ReLU) x 2.
+
+    Rematerialised (``nn.remat``): for the backward pass it keeps only its input and the two
+    convolutions' outputs, and recomputes the normalisations and ReLUs
+    (``benchmarks/results/train_speed.md`` gives what that saves). ``train`` is static: pass it
+    positionally.
+    """
 
     features: int
     dtype: jnp.dtype = jnp.float32
     norm: str = "batch"
 
+    @functools.partial(nn.remat, static_argnums=(2,), policy=_KEEP_CONV_OUTPUTS)
     @nn.compact
     def __call__(self, x, train: bool, mask=None):
         """``mask``: ``(B, h, w, 1)`` or ``None``; zeroes the padding after each layer."""
         for _ in range(2):
-            x = _conv(self.features, 3, self.dtype)(x)
+            x = checkpoint_name(_conv(self.features, 3, self.dtype)(x), "conv_out")
             x = _norm(self.norm, self.features, train, self.dtype)(x)
             x = nn.relu(x)
             x = x if mask is None else x * mask
@@ -309,11 +324,29 @@ class UNet(nn.Module):
 
         x = masked(x, 1)
 
-        def sin_conv(x, features, stride):
+        def sin_conv(features, stride):
             if self.sinconv:
                 return SinConv(features, self.sinconv_kernel, stride, self.family, self.frame,
-                               self.dtype)(x, guide_params, offset, full, mask(x, stride))
-            return _conv(features, self.sinconv_kernel, self.dtype)(x)
+                               self.dtype)
+            return _conv(features, self.sinconv_kernel, self.dtype)
+
+        def apply_conv(conv, x, stride):
+            if self.sinconv:
+                return conv(x, guide_params, offset, full, mask(x, stride))
+            return conv(x)
+
+        def decode(conv, low, skip, stride):
+            """The decoder's 7x7 convolution of [skip, upsampled low] at ``stride``."""
+            up = upsample(low)
+            up = jnp.pad(up, ((0, 0), (0, skip.shape[1] - up.shape[1]),
+                              (0, skip.shape[2] - up.shape[2]), (0, 0)))
+            return apply_conv(conv, jnp.concatenate([skip, masked(up, stride)], axis=-1), stride)
+
+        # For the backward pass the decoder keeps the skip and the coarse input of each of its
+        # convolutions, and recomputes the upsampling, the concatenation and the guide maps,
+        # instead of keeping their full-size concatenation.
+        decode = nn.remat(decode, policy=jax.checkpoint_policies.nothing_saveable,
+                          static_argnums=(3,))
 
         skips = []
         for level, features in enumerate(self.widths):
@@ -325,14 +358,11 @@ class UNet(nn.Module):
         for level in range(depth):
             skip = skips.pop()
             stride = 2 ** (depth - 1 - level)
-            up = upsample(x)
-            up = jnp.pad(up, ((0, 0), (0, skip.shape[1] - up.shape[1]),
-                              (0, skip.shape[2] - up.shape[2]), (0, 0)))
             features = self.widths[max(depth - 2 - level, 0)]
-            x = sin_conv(jnp.concatenate([skip, masked(up, stride)], axis=-1), features, stride)
+            x = decode(sin_conv(features, stride), x, skip, stride)
             x = DoubleConv(features, self.dtype, self.norm)(masked(x, stride), train,
                                                              mask(x, stride))
-        x = sin_conv(x, self.widths[0], 1)
+        x = apply_conv(sin_conv(self.widths[0], 1), x, 1)
         emb = nn.Conv(self.out_channels, (1, 1), dtype=self.dtype)(x)
         emb = emb[:, :height, :width].astype(jnp.float32)
         if not self.fg_head:

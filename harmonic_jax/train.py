@@ -270,10 +270,14 @@ def shard_batch(batch: dict, mesh: Mesh | None) -> dict:
             for k, v in batch.items()}
 
 
+# XLA:CPU's thunk scheduler that minimises the peak memory (see make_train_step).
+CPU_MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+
+
 def make_train_step(model, optimizer, *, crop, scale_range=(0.75, 1.25), flip=True,
                     max_instances=32, weighting=False, fg_loss_weight=10.0, pull_weight=0.0,
                     background=False, loss="harmonic", delta_v=DELTA_V, delta_d=DELTA_D,
-                    mesh=None):
+                    mesh=None, memory_scheduler=True):
     """Builds the jitted ``train_step(state, batch) -> (state, metrics)``; the state is donated.
 
     The loss is eq. 5 (:func:`embedding_loss`, over the foreground, or over every pixel with
@@ -286,6 +290,12 @@ def make_train_step(model, optimizer, *, crop, scale_range=(0.75, 1.25), flip=Tr
     ``batch`` holds ``image (B, H, W, C)`` (0-255), ``labels (B, H, W)`` int32 and ``size (B, 2)``
     int32 (true sizes inside padded arrays). With ``mesh``, put batches on the devices with
     :func:`shard_batch`; the state is replicated.
+
+    ``memory_scheduler``: on CPU, compile with XLA's memory-optimised thunk scheduler
+    (:data:`CPU_MEMORY_SCHEDULER`) instead of its default, which orders the thunks for
+    concurrency and computes rematerialised values and weight-gradient inputs early, holding them
+    through the backward pass; ``benchmarks/results/train_speed.md`` gives what it saves. The
+    results are the same (``tests/test_train.py``). Other platforms ignore it.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -299,9 +309,11 @@ def make_train_step(model, optimizer, *, crop, scale_range=(0.75, 1.25), flip=Tr
         weighting=weighting, fg_loss_weight=fg_loss_weight, pull_weight=pull_weight,
         background=background, loss_kind=loss, delta_v=float(delta_v), delta_d=float(delta_d),
     )
+    platform = jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
+    options = dict(CPU_MEMORY_SCHEDULER) if memory_scheduler and platform == "cpu" else None
     if mesh is None:
-        return jax.jit(step, donate_argnums=0)
+        return jax.jit(step, donate_argnums=0, compiler_options=options)
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(step, donate_argnums=0,
+    return jax.jit(step, donate_argnums=0, compiler_options=options,
                    in_shardings=(replicated, NamedSharding(mesh, PartitionSpec("data"))),
                    out_shardings=(replicated, replicated))

@@ -23,6 +23,9 @@ def _weight_gradient_loop(x, g, kernel, padding):
     return out
 
 
+# block_rows 40: several blocks (a short last one for the asymmetric case); 1: one output row a
+# block, each block's input rows overlapping the next's.
+@pytest.mark.parametrize("block_rows", [conv.BLOCK_ROWS, 40, 1])
 @pytest.mark.parametrize("batch, height, width, c_in, c_out, kernel, padding", [
     (1, 9, 7, 3, 5, (3, 3), ((1, 1), (1, 1))),
     (2, 8, 11, 4, 6, (7, 7), ((3, 3), (3, 3))),
@@ -31,16 +34,31 @@ def _weight_gradient_loop(x, g, kernel, padding):
     (2, 5, 5, 2, 4, (3, 3), ((0, 0), (0, 0))),  # valid convolution
 ])
 def test_weight_gradient_matches_float64_loop(batch, height, width, c_in, c_out, kernel,
-                                              padding):
+                                              padding, block_rows):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, height, width, c_in)).astype(np.float32)
     ho = height + sum(padding[0]) - kernel[0] + 1
     wo = width + sum(padding[1]) - kernel[1] + 1
     g = rng.normal(size=(batch, ho, wo, c_out)).astype(np.float32)
-    got = conv.weight_gradient(jnp.asarray(x), jnp.asarray(g), kernel, padding)
+    got = conv.weight_gradient(jnp.asarray(x), jnp.asarray(g), kernel, padding,
+                               block_rows=block_rows)
     assert got.shape == (*kernel, c_in, c_out) and got.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(got), _weight_gradient_loop(x, g, kernel, padding),
                                rtol=1e-5, atol=1e-4)
+
+
+def test_weight_gradient_of_bfloat16_accumulates_in_float32():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 12, 10, 8)).astype(np.float32)
+    g = rng.normal(size=(2, 12, 10, 16)).astype(np.float32)
+    x16, g16 = jnp.asarray(x, jnp.bfloat16), jnp.asarray(g, jnp.bfloat16)
+    got = conv.weight_gradient(x16, g16, (3, 3), ((1, 1), (1, 1)), block_rows=30)
+    assert got.dtype == jnp.bfloat16
+    # The float64 sums of the same bfloat16 values, rounded once to bfloat16: a float32
+    # accumulator is within a few bfloat16 roundings of it (a bfloat16 one would drift by ~1e-1).
+    ref = _weight_gradient_loop(np.asarray(x16, np.float64), np.asarray(g16, np.float64),
+                                (3, 3), ((1, 1), (1, 1)))
+    np.testing.assert_allclose(np.asarray(got, np.float64), ref, rtol=2e-2, atol=2e-2)
 
 
 def test_weight_gradient_rejects_an_output_of_the_wrong_size():
@@ -92,8 +110,7 @@ def test_other_convolutions_are_left_to_lax(kwargs):
     np.testing.assert_array_equal(ours(w), ref(w))
 
 
-def test_narrow_layers_keep_xla_weight_gradient():
-    # Measured: an RGB input layer and 3x3 convolutions to 16 channels are as fast with XLA's.
-    assert not conv.uses_matmul_gradient(3, 64, 3)
-    assert not conv.uses_matmul_gradient(44, 16, 3)
-    assert conv.uses_matmul_gradient(140, 64, 7) and conv.uses_matmul_gradient(32, 32, 3)
+def test_thin_input_layers_keep_xla_weight_gradient():
+    # Measured (benchmarks/bench_conv.py): an RGB input layer is faster with XLA's.
+    assert not conv.uses_matmul_gradient(3, 64, 3) and not conv.uses_matmul_gradient(3, 16, 3)
+    assert conv.uses_matmul_gradient(16, 16, 3) and conv.uses_matmul_gradient(140, 64, 7)
