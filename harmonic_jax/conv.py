@@ -15,8 +15,9 @@ matrix product ``(C_in, n) x (n, k C_out)`` over a contiguous slice of the flatt
 The output rows are taken in blocks of about 16,384 pixels (all images of the batch together):
 a ``lax.scan`` over the blocks, and one over the kernel rows inside it, keep one block's rows of
 the input and of the gradient, its stacked gradient (``k`` times its output gradient) and one
-input slice in memory at a time (about 55 MB for the 7x7 SinConv 140 -> 64). The batch is flattened into each product's contraction, so a batch
-sharded over devices gives a sum over devices, as the data-parallel train step needs.
+input slice in memory at a time (about 55 MB for the 7x7 SinConv 140 -> 64). The batch is
+flattened into each product's contraction, so a batch sharded over devices gives a sum over
+devices, as the data-parallel train step needs.
 
 The forward pass and the input gradient are XLA's own. Only CPU takes the matrix-product path
 (``lax.platform_dependent``); other backends keep XLA's weight gradient. Being a
