@@ -42,15 +42,16 @@ BLOCK_ROWS = 16384  # see weight_gradient
 
 def uses_matmul_gradient(in_channels: int, out_channels: int, kernel: int) -> bool:
     """Whether :func:`conv_general_dilated` computes this layer's weight gradient by matrix
-    products on CPU; ``kernel`` is the kernel's width.
+    products on CPU (``out_channels`` and ``kernel``, the kernel's width, are kept in the
+    signature but no longer decide).
 
     Measured on 2 CPU cores, layer by layer (``benchmarks/bench_conv.py``): the products are
     1.6-4.6x faster than XLA on every layer of the default network but its RGB input layer (e.g.
     the 7x7 SinConv 140 -> 64 at 448 x 448: 1.5 s against 6.2 s; all weight gradients 5.7 s
-    against 20.7 s) and 1.1-3.1x on the compact network's (0.31 s against 0.61 s in all). A
-    layer of 3 input channels gives products too thin to pay (0.5x on the compact network's RGB
-    input, 1.2x on the default's), so layers of fewer than 8 input channels keep XLA's.
-    ``out_channels`` and ``kernel`` do not matter at the sizes measured.
+    against 20.7 s) and 1.1-3.1x on the compact network's other layers (0.31 s against 0.61 s in
+    all). On a layer of 3 input channels the products pay little or lose (1.2x on the default
+    network's RGB input, 0.5x on the compact network's), so layers of fewer than 8 input
+    channels keep XLA's.
     """
     del out_channels, kernel
     return in_channels >= 8
@@ -72,9 +73,12 @@ def weight_gradient(x: jax.Array, g: jax.Array, kernel: tuple[int, int],
       kernel: ``(kh, kw)``.
       padding: ``((top, bottom), (left, right))`` as given to the convolution.
       block_rows: the products' contraction length to aim for (pixels of a block, summed over
-        the batch). The default, 16,384, was among the fastest of 4,096-262,144 for the default
-        network's 7x7 SinConv 140 -> 64 at 448 x 448, at batch 1 and 4
-        (``benchmarks/bench_conv.py --block-rows``); the memory grows with the blocks.
+        the batch). The default, 16,384, is within about 5% of the fastest of 4,096-262,144 for the
+        default network's 7x7 SinConv 140 -> 64 at 448 x 448 (batch 1: 1.24 s against 1.18 s
+        at 4,096 and 1.46 s at 262,144; batch 4: 5.14 s against 5.05-5.72 s;
+        ``benchmarks/bench_conv.py --block-rows``), with 4 times fewer blocks than 4,096 (one
+        reduction over devices per block and kernel row in a data-parallel step); the memory
+        grows with the blocks.
 
     Returns:
       ``(kh, kw, C_in, C_out)`` in ``x``'s dtype (accumulated in float32).

