@@ -73,9 +73,9 @@ def weight_gradient(x: jax.Array, g: jax.Array, kernel: tuple[int, int],
       kernel: ``(kh, kw)``.
       padding: ``((top, bottom), (left, right))`` as given to the convolution.
       block_rows: the products' contraction length to aim for (pixels of a block, summed over
-        the batch). The default, 16,384, is within about 5% of the fastest of 4,096-262,144 for the
-        default network's 7x7 SinConv 140 -> 64 at 448 x 448 (batch 1: 1.24 s against 1.18 s
-        at 4,096 and 1.46 s at 262,144; batch 4: 5.14 s against 5.05-5.72 s;
+        the batch). The default, 16,384, is within about 5% of the fastest of 4,096-262,144
+        for the default network's 7x7 SinConv 140 -> 64 at 448 x 448 (batch 1: 1.24 s against
+        1.18 s at 4,096 and 1.46 s at 262,144; batch 4: 5.14 s against 5.05-5.72 s;
         ``benchmarks/bench_conv.py --block-rows``), with 4 times fewer blocks than 4,096 (one
         reduction over devices per block and kernel row in a data-parallel step); the memory
         grows with the blocks.
@@ -120,7 +120,7 @@ def weight_gradient(x: jax.Array, g: jax.Array, kernel: tuple[int, int],
         # One kernel row at a time (an inner loop: XLA keeps a loop body's buffers apart from
         # every other layer's, so each row's input slice made in one body would add up). The
         # products are two-dimensional: XLA:CPU runs a dot contracting over (batch, rows) at
-        # half the speed of the same dot over the flattened (batch * rows) axis.
+        # 0.5-0.6x the speed of the same dot over the flattened (batch * rows) axis.
         def row(_, dy):
             rows = lax.dynamic_slice_in_dim(xb, dy * wp, n, axis=1).reshape(batch * n, c_in)
             return None, jnp.einsum("mi,mo->io", rows, stacked, preferred_element_type=acc_type)

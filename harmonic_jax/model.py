@@ -192,7 +192,7 @@ def _norm(kind: str, features: int, train: bool, dtype) -> nn.Module:
 
 # What the backward pass keeps of a DoubleConv: its input and its convolutions' outputs. The
 # normalisation, ReLU and mask after each convolution are recomputed from them (elementwise work
-# and one mean per channel), instead of keeping their four full-size intermediates per layer.
+# and one mean per channel), instead of keeping their full-size intermediates.
 _KEEP_CONV_OUTPUTS = jax.checkpoint_policies.save_only_these_names("conv_out")
 
 

@@ -54,8 +54,8 @@ def test_weight_gradient_of_bfloat16_accumulates_in_float32():
     x16, g16 = jnp.asarray(x, jnp.bfloat16), jnp.asarray(g, jnp.bfloat16)
     got = conv.weight_gradient(x16, g16, (3, 3), ((1, 1), (1, 1)), block_rows=30)
     assert got.dtype == jnp.bfloat16
-    # The float64 sums of the same bfloat16 values, rounded once to bfloat16: a float32
-    # accumulator is within a few bfloat16 roundings of it (a bfloat16 one would drift by ~1e-1).
+    # The float64 sums of the same bfloat16 values: the result, accumulated in float32 and
+    # rounded once to bfloat16, is within a few bfloat16 roundings of them.
     ref = _weight_gradient_loop(np.asarray(x16, np.float64), np.asarray(g16, np.float64),
                                 (3, 3), ((1, 1), (1, 1)))
     np.testing.assert_allclose(np.asarray(got, np.float64), ref, rtol=2e-2, atol=2e-2)
