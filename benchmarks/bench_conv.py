@@ -10,6 +10,9 @@ paths', and the best possible). It is the measurement behind that rule.
 With ``--block-rows N ...`` it times instead the matrix-product path of the default network's
 7x7 SinConv 140 -> 64 at 448 x 448 (the layer the time goes to), at batch 1 and 4, for each
 block size (``weight_gradient(block_rows=N)``), interleaved over the repeats; the best of each.
+With ``--dot-forms`` it times one kernel row's product of that layer (every pixel at once) in
+the two forms XLA:CPU could be given: contracting the batch and pixel axes,
+``einsum("bmi,bmo->io")``, and the same over the flattened ``(batch * pixels)`` axis.
 """
 
 from __future__ import annotations
@@ -78,13 +81,38 @@ def block_sweep(sizes, repeats: int) -> None:
               flush=True)
 
 
+def dot_forms(repeats: int) -> None:
+    """Times one kernel row's product of the 7x7 SinConv 140 -> 64 at 448 x 448 (rows of the
+    column-padded image, 7 stacked column shifts of 64 channels), at batch 1 and 4, as a dot
+    contracting (batch, pixels) and as one over the flattened axis; interleaved, best of each."""
+    rng = np.random.default_rng(0)
+    rows = 448 * 454
+    for batch in (1, 4):
+        x = jnp.asarray(rng.normal(size=(batch, rows, 140)).astype(np.float32))
+        s = jnp.asarray(rng.normal(size=(batch, rows, 7 * 64)).astype(np.float32))
+        fns = {"bmi,bmo->io": jax.jit(lambda x, s: jnp.einsum("bmi,bmo->io", x, s)),
+               "flattened mi,mo->io": jax.jit(lambda x, s: jnp.einsum(
+                   "mi,mo->io", x.reshape(-1, x.shape[-1]), s.reshape(-1, s.shape[-1])))}
+        best = {n: _time(fn, x, s, repeats=1) for n, fn in fns.items()}
+        for _ in range(repeats - 1):
+            for n, fn in fns.items():
+                best[n] = min(best[n], _time(fn, x, s, repeats=1))
+        print(f"batch {batch}: " + ", ".join(f"{n} {t:.3f} s" for n, t in best.items()),
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nets", nargs="+", choices=sorted(NETS), default=["default", "compact"])
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     parser.add_argument("--block-rows", type=int, nargs="+", help="time these block sizes")
+    parser.add_argument("--dot-forms", action="store_true", help="time the two product forms")
     args = parser.parse_args()
     before = os.getloadavg()
+    if args.dot_forms:
+        dot_forms(args.repeats)
+        print(load_note(before))
+        return
     if args.block_rows:
         block_sweep(args.block_rows, args.repeats)
         print(load_note(before))

@@ -46,9 +46,10 @@ NETS = {
 }
 
 
-def jax_step(net: str, batch: int, size: int):
-    """The jitted train step of ``net`` on random ``size``-square images, its state and batch,
-    after one (compiling) step: ``(step, state, data, first_step_seconds)``."""
+def build_step(net: str, batch: int, size: int, **step_kwargs):
+    """The jitted train step of ``net`` (``step_kwargs`` go to ``make_train_step``), its state
+    and a batch of random ``size``-square images on the device, before any step:
+    ``(step, state, data)``."""
     import jax
     import numpy as np
     import optax
@@ -56,7 +57,7 @@ def jax_step(net: str, batch: int, size: int):
     from harmonic_jax import guides, train
     from harmonic_jax.model import UNet
 
-    params, meta = guides.load_guides(GUIDES)
+    params, meta = guides.load_guides(os.path.join(REPO, GUIDES))
     spec = NETS[net]
     model = UNet(widths=spec["widths"], sinconv_kernel=spec["kernel"], fg_head=spec["fg_head"],
                  frame=tuple(meta["frame"]))
@@ -64,13 +65,21 @@ def jax_step(net: str, batch: int, size: int):
     state = train.create_state(model, optimizer, params, key=jax.random.PRNGKey(0),
                                image_shape=(size, size, 3))
     step = train.make_train_step(model, optimizer, crop=(size, size), scale_range=(1.0, 1.0),
-                                 flip=False)
+                                 flip=False, **step_kwargs)
     rng = np.random.default_rng(0)
     data = dict(image=rng.integers(0, 255, (batch, size, size, 3)).astype(np.uint8),
                 labels=np.kron(rng.integers(0, 16, (batch, 8, 8)),
                                np.ones((1, size // 8, size // 8), np.int64)).astype(np.int32),
                 size=np.full((batch, 2), size, np.int32))
-    data = jax.device_put(data)
+    return step, state, jax.device_put(data)
+
+
+def jax_step(net: str, batch: int, size: int):
+    """:func:`build_step` after one (compiling) step: ``(step, state, data,
+    first_step_seconds)``."""
+    import jax
+
+    step, state, data = build_step(net, batch, size)
     start = time.perf_counter()
     state, metrics = step(state, data)
     jax.block_until_ready(metrics)

@@ -25,36 +25,18 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_train import GUIDES, NETS, REPO  # noqa: E402
+from bench_train import NETS, REPO, build_step  # noqa: E402
 from common import load_note  # noqa: E402
 
 
 def worker(net: str, batch: int, steps: int, memory_scheduler: bool) -> dict:
     """Compiles (and with ``steps`` runs) the step in this process; returns its figures."""
     import jax
-    import numpy as np
-    import optax
 
     import harmonic_jax
-    from harmonic_jax import guides, train
-    from harmonic_jax.model import UNet
 
-    params, meta = guides.load_guides(os.path.join(REPO, GUIDES))
-    spec = NETS[net]
-    size = spec["size"]
-    model = UNet(widths=spec["widths"], sinconv_kernel=spec["kernel"], fg_head=spec["fg_head"],
-                 frame=tuple(meta["frame"]))
-    optimizer = optax.adam(1e-5)
-    state = train.create_state(model, optimizer, params, key=jax.random.PRNGKey(0),
-                               image_shape=(size, size, 3))
-    step = train.make_train_step(model, optimizer, crop=(size, size), scale_range=(1.0, 1.0),
-                                 flip=False, memory_scheduler=memory_scheduler)
-    rng = np.random.default_rng(0)
-    data = jax.device_put(dict(
-        image=rng.integers(0, 255, (batch, size, size, 3)).astype(np.uint8),
-        labels=np.kron(rng.integers(0, 16, (batch, 8, 8)),
-                       np.ones((1, size // 8, size // 8), np.int64)).astype(np.int32),
-        size=np.full((batch, 2), size, np.int32)))
+    step, state, data = build_step(net, batch, NETS[net]["size"],
+                                   memory_scheduler=memory_scheduler)
     compiled = step.lower(state, data).compile()
     out = dict(library=os.path.dirname(harmonic_jax.__file__),
                temp_mib=compiled.memory_analysis().temp_size_in_bytes / 2**20)

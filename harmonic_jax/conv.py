@@ -120,7 +120,8 @@ def weight_gradient(x: jax.Array, g: jax.Array, kernel: tuple[int, int],
         # One kernel row at a time (an inner loop: XLA keeps a loop body's buffers apart from
         # every other layer's, so each row's input slice made in one body would add up). The
         # products are two-dimensional: XLA:CPU runs a dot contracting over (batch, rows) at
-        # 0.5-0.6x the speed of the same dot over the flattened (batch * rows) axis.
+        # about half the speed of the same dot over the flattened (batch * rows) axis
+        # (benchmarks/bench_conv.py --dot-forms).
         def row(_, dy):
             rows = lax.dynamic_slice_in_dim(xb, dy * wp, n, axis=1).reshape(batch * n, c_in)
             return None, jnp.einsum("mi,mo->io", rows, stacked, preferred_element_type=acc_type)
